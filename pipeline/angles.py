@@ -1,0 +1,86 @@
+"""Joint angles as data: name -> three landmarks (angle at the middle one).
+
+Virtual landmarks extend MediaPipe's 33: the shoulder and hip midpoints and a
+point straight above the hip midpoint, so trunk lean and leg spread are angles
+like any other. Angles are computed on 3D world landmarks (view-independent)
+except those marked ``image``, which need the image's vertical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from . import landmarks as L
+from .records import AngleTable, PoseSeries
+
+MID_SHOULDER, MID_HIP, UP = 33, 34, 35  # virtual landmarks
+VISIBLE = 0.5  # MediaPipe visibility below which a landmark does not count
+
+
+@dataclass(frozen=True, slots=True)
+class JointAngle:
+    name: str
+    a: int
+    b: int  # vertex
+    c: int
+    image: bool = False  # measured in the image plane (needs the vertical)
+
+
+ANGLES: tuple[JointAngle, ...] = (
+    JointAngle("left_knee", L.L_HIP, L.L_KNEE, L.L_ANKLE),
+    JointAngle("right_knee", L.R_HIP, L.R_KNEE, L.R_ANKLE),
+    JointAngle("left_hip", L.L_SHOULDER, L.L_HIP, L.L_KNEE),
+    JointAngle("right_hip", L.R_SHOULDER, L.R_HIP, L.R_KNEE),
+    JointAngle("left_elbow", L.L_SHOULDER, L.L_ELBOW, L.L_WRIST),
+    JointAngle("right_elbow", L.R_SHOULDER, L.R_ELBOW, L.R_WRIST),
+    JointAngle("left_shoulder", L.L_HIP, L.L_SHOULDER, L.L_ELBOW),
+    JointAngle("right_shoulder", L.R_HIP, L.R_SHOULDER, L.R_ELBOW),
+    JointAngle("left_ankle", L.L_KNEE, L.L_ANKLE, L.L_FOOT),
+    JointAngle("right_ankle", L.R_KNEE, L.R_ANKLE, L.R_FOOT),
+    JointAngle("left_body_line", L.L_SHOULDER, L.L_HIP, L.L_ANKLE),
+    JointAngle("right_body_line", L.R_SHOULDER, L.R_HIP, L.R_ANKLE),
+    JointAngle("leg_spread", L.L_ANKLE, MID_HIP, L.R_ANKLE),
+    JointAngle("trunk_lean", MID_SHOULDER, MID_HIP, UP),
+)
+NAMES = tuple(a.name for a in ANGLES)
+
+
+def _extend(points: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(n, 33, d) -> (n, 36, d) with the virtual landmarks appended."""
+    mid_s = points[:, [L.L_SHOULDER, L.R_SHOULDER]].mean(axis=1)
+    mid_h = points[:, [L.L_HIP, L.R_HIP]].mean(axis=1)
+    return np.concatenate([points, mid_s[:, None], mid_h[:, None], (mid_h + up)[:, None]], axis=1)
+
+
+def _visibility(angle: JointAngle, vis: np.ndarray) -> np.ndarray:
+    """(n,) visibility of the angle: that of its least visible landmark."""
+    idx = [i for i in (angle.a, angle.b, angle.c) if i < 33]
+    extra = {MID_SHOULDER: [L.L_SHOULDER, L.R_SHOULDER], MID_HIP: [L.L_HIP, L.R_HIP], UP: []}
+    for i in (angle.a, angle.b, angle.c):
+        idx += extra.get(i, [])
+    return vis[:, idx].min(axis=1)
+
+
+def compute(pose: PoseSeries, visible: float = VISIBLE) -> AngleTable:
+    """All angles of :data:`ANGLES` per frame; NaN where a landmark is not visible enough."""
+    raw, vis = compute_raw(pose)
+    return AngleTable(NAMES, np.where(vis >= visible, raw, np.nan))
+
+
+def compute_raw(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Ungated angles (n, m) degrees and their visibility (n, m): the least visible landmark."""
+    n = len(pose)
+    world = _extend(pose.world.astype(np.float64), np.array([0.0, -1.0, 0.0]))
+    image = _extend(pose.xy_units(), np.array([0.0, -1.0]))
+    out = np.full((n, len(ANGLES)), np.nan)
+    for space, pts in ((False, world), (True, image)):
+        cols = [j for j, a in enumerate(ANGLES) if a.image == space]
+        if not cols or n == 0:
+            continue
+        triples = np.array([(ANGLES[j].a, ANGLES[j].b, ANGLES[j].c) for j in cols], np.int64)
+        out[:, cols] = kernels.joint_angles(np.ascontiguousarray(pts), triples)
+    vis = np.stack([_visibility(a, pose.visibility) for a in ANGLES], axis=1) if n else np.zeros((0, len(ANGLES)))
+    return out, vis.astype(np.float64)

@@ -1,0 +1,136 @@
+"""Decode stage: probe a clip and iterate its frames with OpenCV.
+
+Steps: open (clear errors for missing/empty/non-video input) -> honour rotation
+metadata (OpenCV applies it; we report it) -> real presentation timestamps per
+frame (variable frame rate safe) -> frame stride -> max-side downscale.
+The capture is released on every path, including a consumer that stops early.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import CorruptVideo, EmptyInput, NotAVideo, VideoNotFound
+from .records import VideoInfo
+
+MAX_PIXELS = 8192 * 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """index: source frame number; t: seconds; rgb: (h, w, 3) uint8."""
+
+    index: int
+    t: float
+    rgb: np.ndarray
+
+
+@contextmanager
+def open_capture(path: str) -> Iterator[cv2.VideoCapture]:
+    if not os.path.exists(path):
+        raise VideoNotFound(f"no file at {path!r}: expected a path to a video file")
+    if os.path.isdir(path):
+        raise NotAVideo(f"{path!r} is a directory: expected a video file")
+    if os.path.getsize(path) == 0:
+        raise EmptyInput(f"{path!r} is empty (0 bytes): expected a video file")
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            raise NotAVideo(
+                f"{path!r} could not be opened as a video: expected a container with a "
+                "video stream (mp4, mov, avi, mkv, webm)"
+            )
+        cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+        yield cap
+    finally:
+        cap.release()
+
+
+def probe(path: str) -> VideoInfo:
+    """Read the container's facts and decode the first frame to prove it decodes."""
+    with open_capture(path) as cap:
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+        ok, img = cap.read()
+        if not ok or img is None:
+            raise CorruptVideo(
+                f"{path!r} has a video stream but no frame could be decoded: expected a "
+                "playable video (the file may be truncated or damaged)"
+            )
+        h, w = img.shape[:2]
+    if not (0 < fps < 1000):
+        fps = 30.0
+    if frames <= 0:
+        frames = _count_frames(path)
+    return VideoInfo(
+        path=path, frames=frames, fps=fps, width=w, height=h,
+        rotation=rotation, size_bytes=os.path.getsize(path),
+    )
+
+
+def _count_frames(path: str) -> int:
+    n = 0
+    with open_capture(path) as cap:
+        while cap.grab():
+            n += 1
+    return n
+
+
+def scale_for(width: int, height: int, max_side: int) -> float:
+    """Factor (<= 1) that brings the longer side down to ``max_side`` (0 = no limit)."""
+    longest = max(width, height)
+    if max_side <= 0 or longest <= max_side:
+        return 1.0
+    return max_side / longest
+
+
+def iter_frames(
+    path: str,
+    start: int = 0,
+    stop: int | None = None,
+    stride: int = 1,
+    max_side: int = 0,
+    fps_hint: float = 30.0,
+) -> Iterator[Frame]:
+    """Yield RGB frames ``start <= index < stop`` every ``stride`` frames.
+
+    Timestamps are the container's presentation times; where the backend has
+    none, ``index / fps_hint``. Decoding stops quietly at the real end of the
+    stream (containers often over-report their frame count).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    with open_capture(path) as cap:
+        if start > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            while pos < start and cap.grab():  # backend could not seek exactly
+                pos += 1
+        index = start
+        last_t = -1.0
+        while stop is None or index < stop:
+            if (index - start) % stride:
+                if not cap.grab():
+                    return
+                index += 1
+                continue
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+            t = msec / 1000.0 if msec > 0 or index == 0 else index / fps_hint
+            if t <= last_t:  # keep time strictly increasing (MediaPipe VIDEO mode needs it)
+                t = last_t + 1e-3
+            last_t = t
+            s = scale_for(bgr.shape[1], bgr.shape[0], max_side)
+            if s < 1.0:
+                bgr = cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            yield Frame(index, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1

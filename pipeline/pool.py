@@ -1,0 +1,81 @@
+"""Run inference over a clip on an executor: plan chunks, submit, stitch in order.
+
+The seam is ``concurrent.futures.Executor``: the local default is a ``spawn``
+process pool whose workers load the model once (initializer); a Dask
+``distributed`` client's executor fits the same seam because ``run_chunk``
+loads the model lazily on whatever process runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from .errors import WorkerError
+from .infer import ChunkJob, ChunkResult, InferOptions, run_chunk, warm
+from .records import VideoInfo
+
+Progress = Callable[[int, int], None]  # (frames done, frames total)
+
+MIN_CHUNK = 90  # analyzed frames; below this a chunk's lead-in costs more than it saves
+LEAD_S = 1.0  # seconds decoded before a chunk's first frame so tracking has re-acquired
+
+
+def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
+    """A spawn pool (fork + numba/OpenMP hangs) whose workers warm the model at start."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=warm,
+        initargs=(options,),
+    )
+
+
+def plan_chunks(
+    info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions
+) -> list[ChunkJob]:
+    analyzed = math.ceil(info.frames / stride)
+    n = max(1, min(workers * 4, analyzed // MIN_CHUNK)) if workers > 1 else 1
+    if n > 1 and n < workers:
+        n = workers
+    bounds = np.linspace(0, info.frames, n + 1).round().astype(int)
+    lead = int(round(LEAD_S * info.fps))
+    jobs = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        a = int(a) - int(a) % stride  # keep the global stride grid
+        if a >= b:
+            continue
+        jobs.append(ChunkJob(info.path, a, int(b), max(0, a - lead), stride, max_side, info.fps, options))
+    return jobs
+
+
+def run_chunks(
+    jobs: list[ChunkJob], executor: Executor | None, total: int, progress: Progress | None = None
+) -> list[ChunkResult]:
+    """Run jobs (in this process when ``executor`` is None) and return them in clip order."""
+    if executor is None:
+        out = []
+        for job in jobs:
+            out.append(run_chunk(job))
+            if progress:
+                progress(sum(len(r.frame) for r in out), total)
+        return out
+    futures: list[Future[ChunkResult]] = [executor.submit(run_chunk, j) for j in jobs]
+    results: list[ChunkResult | None] = [None] * len(jobs)
+    done = 0
+    try:
+        for i, fut in enumerate(futures):
+            results[i] = fut.result()
+            done += len(results[i].frame)  # type: ignore[union-attr]
+            if progress:
+                progress(done, total)
+    except BrokenProcessPool as exc:
+        for f in futures:
+            f.cancel()
+        raise WorkerError(f"an inference worker died while analyzing {jobs[0].path!r}: {exc}") from exc
+    return [r for r in results if r is not None]
