@@ -52,8 +52,8 @@ def _prev_next_finite(x: Floats) -> tuple[Ints, Ints]:
     n = x.shape[0]
     idx = np.arange(n)
     finite = ~np.isnan(x)
-    prev = np.maximum.accumulate(np.where(finite, idx, -1)) if n else idx
-    nxt = np.minimum.accumulate(np.where(finite, idx, n)[::-1])[::-1] if n else idx
+    prev = np.maximum.accumulate(np.where(finite, idx, -1))
+    nxt = np.minimum.accumulate(np.where(finite, idx, n)[::-1])[::-1]
     return prev, nxt
 
 
@@ -96,14 +96,16 @@ def rolling_max(x: Floats, half: int) -> Floats:
     if x.shape[0] == 0:
         return np.empty(0)
     # fmax ignores NaN unless both sides are NaN, so all-NaN windows give NaN.
-    return np.fmax.reduce(_windows(x, half), axis=1)
+    out: Floats = np.fmax.reduce(_windows(x, half), axis=1)
+    return out
 
 
 def rolling_min(x: Floats, half: int) -> Floats:
     """Min of finite values in [i-half, i+half]; NaN if none."""
     if x.shape[0] == 0:
         return np.empty(0)
-    return np.fmin.reduce(_windows(x, half), axis=1)
+    out: Floats = np.fmin.reduce(_windows(x, half), axis=1)
+    return out
 
 
 def segment_reps(s: Floats, lo: Floats, hi: Floats, min_len: int, max_gap: int) -> Ints:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
 from . import kernels
@@ -124,7 +126,8 @@ def walking_mask(pose: PoseSeries, window_s: float = 2.0) -> np.ndarray:
     idx_b = [b for _, b in SEGMENTS]
     img = np.linalg.norm(u[:, idx_a] - u[:, idx_b], axis=2)
     wld = np.linalg.norm(pose.world[:, idx_a].astype(np.float64) - pose.world[:, idx_b], axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames without a pose
         ppm = np.nanmax(np.where(wld > 0.05, img / wld, np.nan), axis=1)
     if not np.isfinite(ppm).any():
         return out

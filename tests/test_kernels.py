@@ -104,6 +104,7 @@ INPUTS: dict[str, np.ndarray] = {
     "nan-only-one-finite": with_nans(walk(12, N), [(0, 30), (31, N)]),
     "nan-alternating": with_nans(walk(13, N), [(i, i + 1) for i in range(0, N, 2)]),
     "ties": np.array([1.0, 2.0, 2.0, 1.0, 1.0, 3.0, 3.0, 3.0, 0.0]),
+    "strided-view": random_nans(14, 2 * N)[::2],  # non-contiguous, like angles[:, j]
 }
 PARAMS = (0, 1, 2, 5, 100)
 
@@ -207,7 +208,9 @@ def thresholds(n: int, lo: float = -0.5, hi: float = 0.5) -> tuple[np.ndarray, n
     return flat(n, lo), flat(n, hi)
 
 
-def reps_of(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, min_len: int, max_gap: int) -> np.ndarray:
+def reps_of(
+    s: np.ndarray, lo: np.ndarray, hi: np.ndarray, min_len: int, max_gap: int
+) -> np.ndarray:
     """Run kernel and twin, assert they agree exactly and rows are well-formed."""
     got = kernels.segment_reps(s, lo, hi, min_len, max_gap)
     want = reference.segment_reps(s, lo, hi, min_len, max_gap)
@@ -216,10 +219,12 @@ def reps_of(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, min_len: int, max_gap
     seen = ~(np.isnan(s) | np.isnan(lo) | np.isnan(hi))
     for start, peak, end in got:
         assert start < peak < end and end - start >= min_len
-        assert s[start] <= lo[start] and s[end] <= lo[end] and s[peak] >= hi[peak]
-        rise, fall = slice(start + 1, peak), slice(peak, end + 1)
-        assert np.all(((s > lo) & (s < hi))[rise][seen[rise]])  # neither rest nor turn
-        assert s[peak] == s[fall][seen[fall]].max()  # argmax from the turn on
+        assert s[start] <= lo[start] and s[end] <= lo[end]
+        inside = np.arange(start + 1, end)
+        inside = inside[seen[inside]]
+        assert np.all(s[inside] > lo[inside])  # no rest frame inside a rep
+        turn = inside[s[inside] >= hi[inside]][0]  # first frame at the turn (IndexError if none)
+        assert s[peak] == s[turn:end][seen[turn:end]].max()  # argmax from the turn on
     return got
 
 

@@ -1,0 +1,150 @@
+"""Command line front: ``formcheck analyze VIDEO`` and ``formcheck demo``.
+
+Exit codes: 0 done; 2 bad input or option; 3 model problem; 4 an inference
+worker failed; 1 anything unexpected (message on stderr, traceback only with
+``--debug``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import traceback
+from concurrent.futures import Executor
+from pathlib import Path
+
+from pipeline import outputs
+from pipeline.analyze import analyze, resolve_model
+from pipeline.config import AUTO, AnalysisConfig
+from pipeline.decode import probe
+from pipeline.errors import FormcheckError, InputError, ModelError, WorkerError
+from pipeline.exercises import GENERIC, NAMES
+from pipeline.infer import InferOptions
+from pipeline.pool import MIN_CHUNK, make_pool
+
+from . import demo, settings
+from .progress import Bar
+
+EXIT = {InputError: 2, ModelError: 3, WorkerError: 4}
+
+
+def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="formcheck", description="Count reps and check form in workout videos.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyze", help="analyze a workout video")
+    a.add_argument("video", help="path to a video file")
+    _common(a, cfg)
+    d = sub.add_parser("demo", help="download a real sample clip (from the sports2d wheel) and analyze it")
+    _common(d, cfg, default_out="formcheck-demo")
+    return p
+
+
+def _common(p: argparse.ArgumentParser, cfg: settings.Settings, default_out: str | None = None) -> None:
+    p.add_argument("--exercise", default=AUTO, choices=(AUTO, GENERIC, *NAMES),
+                   help="exercise, or auto to detect it (default: auto)")
+    p.add_argument("--out", type=Path, default=Path(default_out) if default_out else None,
+                   help="write analysis.json, angles.csv, annotated.mp4, reps.png here")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--fps", type=float, default=0.0, help="analysis rate in frames/s (0: every frame)")
+    p.add_argument("--workers", type=int, default=cfg.workers, help=f"inference processes (default {cfg.workers})")
+    p.add_argument("--model", default=None, help="path to a pose landmarker .task file (default: bundled full)")
+    p.add_argument("--people", type=int, default=1, help="people to look for per frame (the subject is chosen)")
+    p.add_argument("--max-side", type=int, default=cfg.max_side, help="downscale longer side before inference")
+    p.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+
+
+def _config(args: argparse.Namespace, cfg: settings.Settings) -> AnalysisConfig:
+    return AnalysisConfig(
+        model_cache=cfg.model_cache, exercise=args.exercise, fps=args.fps, max_side=args.max_side,
+        workers=args.workers, model=args.model, num_poses=args.people,
+    )
+
+
+def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -> dict[str, object]:
+    conf = _config(args, cfg)
+    info = probe(video)  # fail fast on bad input, before any pool starts
+    model = resolve_model(conf)
+    frames = math.ceil(info.frames / conf.stride(info.fps))
+    use_pool = conf.workers > 1 and frames >= 2 * MIN_CHUNK
+    pool: Executor | None = make_pool(conf.workers, InferOptions(str(model.path), conf.num_poses)) if use_pool else None
+    try:
+        result = analyze(video, conf, pool, Bar("analyzing"))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    summary = result.summary
+    if args.out is not None:
+        if args.no_video:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "analysis.json").write_text(json.dumps(summary, indent=2))
+            paths = {"json": args.out / "analysis.json"}
+            paths["csv"] = outputs.write_angles_csv(result, args.out / "angles.csv")
+            paths["png"] = outputs.write_reps_png(result, args.out / "reps.png")
+        else:
+            paths = outputs.write_all(result, args.out, Bar("rendering"))
+        summary = {**summary, "outputs": {k: str(v) for k, v in paths.items()}}
+    return summary
+
+
+def _human(s: dict[str, object]) -> str:
+    ex = s["exercise"]
+    assert isinstance(ex, dict)
+    lines = [
+        f"exercise: {ex['name']} ({ex['source']}, confidence {ex['confidence']:.2f}); view: {s['view']['name']}",  # type: ignore[index]
+        f"reps: {s['rep_count']}" + (f"  ({s['reason']})" if s.get("reason") else ""),
+    ]
+    for r in s["reps"]:  # type: ignore[attr-defined]
+        faults = ", ".join(r["faults"]) or "-"
+        lines.append(
+            f"  #{r['index']:<2} {r['start_s']:6.2f}-{r['end_s']:6.2f}s  turn {r['peak_s']:6.2f}s  "
+            f"ROM {r['rom_deg']:5.1f}°  down {r['eccentric_s']:.2f}s pause {r['pause_s']:.2f}s "
+            f"up {r['concentric_s']:.2f}s  faults: {faults}"
+        )
+    fat = s.get("fatigue") or {}
+    if isinstance(fat, dict) and fat.get("tempo_drift_pct") is not None:
+        lines.append(f"fatigue: tempo drift {fat['tempo_drift_pct']}%, ROM loss {fat['rom_loss_pct']}% {fat['flags']}")
+    t = s["timing"]
+    lines.append(f"time: {t['wall_s']}s ({t['fps']} frames/s)")  # type: ignore[index]
+    if "outputs" in s:
+        lines.append("wrote: " + ", ".join(s["outputs"].values()))  # type: ignore[union-attr]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = settings.load()
+    args = _parser(cfg).parse_args(argv)
+    try:
+        if args.command == "demo":
+            print("formcheck: fetching the sample clip (sports2d wheel, cached)...", file=sys.stderr)
+            video = str(demo.sample_video(cfg.sample_cache))
+        else:
+            video = args.video
+        summary = run_analysis(video, args, cfg)
+    except KeyboardInterrupt:
+        print("formcheck: interrupted", file=sys.stderr)
+        return 130
+    except (FormcheckError, demo.DemoError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        code = next((c for k, c in EXIT.items() if isinstance(exc, k)), 1)
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return code
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if args.debug:
+            traceback.print_exc()
+        print(f"formcheck: unexpected error ({type(exc).__name__}): {exc} (rerun with --debug)", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        print(_human(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

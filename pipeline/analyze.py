@@ -1,0 +1,158 @@
+"""The orchestrator: decode -> infer -> subject -> angles -> exercise -> reps -> measures -> summary.
+
+``analyze`` wires the stages; each stage is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from concurrent.futures import Executor
+
+import numpy as np
+
+from models import registry
+
+from . import angles, classify, measures
+from . import reps as R
+from .config import AUTO, AnalysisConfig
+from .decode import probe
+from .errors import InvalidParameter, ModelError
+from .exercises import EXERCISES, GENERIC, Component, Exercise
+from .infer import ChunkResult, InferOptions
+from .pool import Progress, plan_chunks, run_chunks
+from .records import Analysis, PoseSeries, VideoInfo
+from .subject import select
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MIN_SCORE = 0.2  # auto detection below this falls back to the generic counter
+MAX_PIXELS = 8192 * 8192
+
+
+def resolve_model(cfg: AnalysisConfig) -> registry.ModelSpec:
+    try:
+        return registry.resolve(cfg.model, cfg.model_cache)
+    except registry.ModelError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def stitch(results: list[ChunkResult]) -> tuple[np.ndarray, ...]:
+    cat = [np.concatenate([getattr(r, a) for r in results]) for a in ("frame", "t", "xy", "visibility", "world")]
+    return tuple(cat)
+
+
+def analyze(
+    path: str, cfg: AnalysisConfig, executor: Executor | None = None, progress: Progress | None = None
+) -> Analysis:
+    """Analyze one clip. ``executor`` runs inference chunks (None: in this process)."""
+    t0 = time.perf_counter()
+    info = probe(path)
+    if info.width * info.height > MAX_PIXELS:
+        raise InvalidParameter(
+            f"{path!r} is {info.width}x{info.height}: expected at most {MAX_PIXELS} pixels per frame"
+        )
+    model = resolve_model(cfg)
+    stride = cfg.stride(info.fps)
+    opts = InferOptions(str(model.path), num_poses=cfg.num_poses)
+    workers = cfg.workers if executor is not None else 1
+    jobs = plan_chunks(info, stride, workers, cfg.max_side, opts)
+    total = math.ceil(info.frames / stride)
+    results = run_chunks(jobs, executor, total, progress)
+    frame, t, xy, vis, world = stitch(results)
+    size = next((r.size for r in results if r.size[1]), (info.width, info.height))
+    pose = select(frame, t, xy, vis, world, size[0] / max(size[1], 1))
+    infer_s = sum(r.infer_s for r in results)
+    return finish(info, pose, cfg, model, stride, time.perf_counter() - t0, infer_s)
+
+
+def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
+    """The class-agnostic fallback: the angle with the strongest periodic, visible motion."""
+    fps = (len(t) - 1) / max(t[-1] - t[0], 1e-6) if len(t) > 1 else 30.0
+    best, best_score, best_dir = angles.NAMES[0], -1.0, 1
+    for j, name in enumerate(angles.NAMES):
+        a = np.where(vis[:, j] >= angles.VISIBLE, raw[:, j], np.nan)
+        ok = np.isfinite(a)
+        if ok.sum() < 8:
+            continue
+        lo, hi = np.percentile(a[ok], [5, 95])
+        _, strength = R.dominant_period(a, fps)
+        score = (hi - lo) * strength * ok.mean()
+        if score > best_score:
+            med = np.median(a[ok])
+            # the turning point is the brief extreme: rest is where the signal mostly sits
+            best, best_score, best_dir = name, score, (1 if med - lo < hi - med else -1)
+    return Exercise(GENERIC, best, (Component(best, best_dir),), (), 20.0, (0.0, 180.0), ())
+
+
+def choose_exercise(
+    cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray
+) -> tuple[Exercise, str, float, dict[str, float]]:
+    """(exercise, source 'given'|'detected', confidence, scores)."""
+    if cfg.exercise == GENERIC:
+        return _generic(raw, vis, pose.t), "given", 1.0, {}
+    if cfg.exercise != AUTO:
+        return EXERCISES[cfg.exercise], "given", 1.0, {}
+    scores = classify.score_exercises(classify.features(pose, raw, angles.NAMES))
+    name = max(scores, key=lambda k: scores[k])
+    total = sum(scores.values())
+    conf = scores[name] / total if total > 0 else 0.0
+    if scores[name] < MIN_SCORE:
+        return _generic(raw, vis, pose.t), "detected", round(1.0 - scores[name], 3), scores
+    return EXERCISES[name], "detected", conf, scores
+
+
+def finish(
+    info: VideoInfo, pose: PoseSeries, cfg: AnalysisConfig, model: registry.ModelSpec,
+    stride: int, wall_s: float, infer_s: float,
+) -> Analysis:
+    t0 = time.perf_counter()
+    raw, vis = angles.compute_raw(pose)
+    table = angles.compute(pose)
+    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis)
+    signal = R.combine(raw, vis, angles.NAMES, ex.components)
+    posture = raw[:, angles.NAMES.index("trunk_lean")]
+    seg = R.segment(signal, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
+    reps = measures.measure_reps(ex, table, vis, pose.t, seg.signal, seg.reps)
+    view, yaw = classify.detect_view(pose)
+    detected = int(pose.detected.sum())
+    reason = None
+    if detected == 0:
+        reason = "no person was detected in the video"
+    elif not reps:
+        reason = (
+            "no complete repetition found: no movement of the "
+            f"{ex.primary} reached the {ex.min_rom_deg:.0f} degree minimum range and returned to rest"
+        )
+    wall = wall_s + (time.perf_counter() - t0)
+    summary: dict[str, object] = {
+        "schema_version": SCHEMA_VERSION,
+        "file": {
+            "name": os.path.basename(info.path), "size_bytes": info.size_bytes, "width": info.width,
+            "height": info.height, "fps": round(info.fps, 3), "duration_s": round(info.duration_s, 3),
+            "rotation": info.rotation,
+        },
+        "exercise": {
+            "name": ex.name, "source": source, "confidence": round(float(conf), 3),
+            "scores": {k: round(v, 3) for k, v in scores.items()},
+        },
+        "view": {"name": view, "yaw_deg": None if not np.isfinite(yaw) else round(yaw, 1)},
+        "rep_count": len(reps),
+        "reason": reason,
+        "primary_signal": {"angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2)},
+        "reps": [r.to_dict() for r in reps],
+        "fatigue": measures.fatigue(reps),
+        "frames": {"total": info.frames, "analyzed": len(pose), "detected": detected},
+        "timing": {
+            "wall_s": round(wall, 3), "fps": round(len(pose) / wall, 1) if wall > 0 else None,
+            "infer_s": round(infer_s, 3),
+        },
+        "model": {"id": model.id, "sha256": model.sha256},
+        "params": {"fps": cfg.fps, "stride": stride, "max_side": cfg.max_side, "workers": cfg.workers,
+                   "num_poses": cfg.num_poses},
+    }
+    primary = measures.merged(table, vis, ex.primary)
+    return Analysis(info, pose, table, ex.primary, primary, reps, summary)

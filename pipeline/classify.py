@@ -1,0 +1,143 @@
+"""Exercise and camera-view detection from clip-level posture and motion features.
+
+Features are physical and view-robust where possible (3D world angles, ratios),
+and each exercise is scored by soft range rules (data, :data:`RULES`): a feature
+inside [lo, hi] scores 1, outside it decays with the distance in units of
+``soft``. The exercise's own rep counter finding reps adds evidence. Confidence
+is the winner's share of the total score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import warnings
+
+import numpy as np
+
+from . import landmarks as L
+from .records import PoseSeries
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    feature: str
+    lo: float
+    hi: float
+    soft: float
+
+
+def _rom(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, 95) - np.percentile(x, 5)) if len(x) > 4 else 0.0
+
+
+def _med(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else float("nan")
+
+
+def features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    """Clip-level features: angle ranges (deg), trunk lean (deg), arm height, stance."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN-only frames and columns are expected
+        return _features(pose, raw, names)
+
+
+def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+
+    def col(name: str) -> np.ndarray:
+        return raw[:, names.index(name)]
+
+    def pair(name: str) -> np.ndarray:
+        return np.nanmean(np.vstack([col(f"left_{name}"), col(f"right_{name}")]), axis=0) if len(raw) else np.zeros(0)
+
+    u = pose.xy_units()
+    w = pose.world.astype(np.float64)
+    torso = np.linalg.norm(u[:, [L.L_SHOULDER, L.R_SHOULDER]].mean(1) - u[:, [L.L_HIP, L.R_HIP]].mean(1), axis=1)
+    sh_y = u[:, [L.L_SHOULDER, L.R_SHOULDER], 1].mean(1)
+    wr_y = u[:, [L.L_WRIST, L.R_WRIST], 1].mean(1)
+    nose_y = u[:, L.NOSE, 1]
+    leg = np.linalg.norm(w[:, L.L_HIP] - w[:, L.L_ANKLE], axis=1)
+    shoulder_dir = w[:, L.R_SHOULDER] - w[:, L.L_SHOULDER]
+    ankles = w[:, L.R_ANKLE] - w[:, L.L_ANKLE]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = shoulder_dir / np.linalg.norm(shoulder_dir, axis=1, keepdims=True)
+        lateral = np.abs(np.einsum("ij,ij->i", ankles, sd))
+        split = np.sqrt(np.maximum(np.einsum("ij,ij->i", ankles, ankles) - lateral**2, 0)) / leg
+        arm_height = (sh_y - wr_y) / torso
+    with np.errstate(invalid="ignore"):
+        return {
+            "trunk": _med(col("trunk_lean")),
+            "trunk_rom": _rom(col("trunk_lean")),
+            "knee_rom": _rom(pair("knee")),
+            "hip_rom": _rom(pair("hip")),
+            "elbow_rom": _rom(pair("elbow")),
+            "shoulder_rom": _rom(pair("shoulder")),
+            "spread_rom": _rom(col("leg_spread")),
+            "wrists_over_head": float(np.nanmean(wr_y < nose_y)) if len(raw) else 0.0,
+            "arm_height_p90": float(np.nanpercentile(arm_height, 90)) if np.isfinite(arm_height).any() else 0.0,
+            "split_p90": float(np.nanpercentile(split, 90)) if np.isfinite(split).any() else 0.0,
+            "jack_sync": _corr(pair("shoulder"), col("leg_spread")),
+        }
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation over frames where both are finite (0 when undefined)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 5 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return 0.0
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+RULES: dict[str, tuple[Rule, ...]] = {
+    "squat": (Rule("trunk", 0, 45, 15), Rule("knee_rom", 40, 180, 15), Rule("split_p90", 0, 0.45, 0.15),
+              Rule("wrists_over_head", 0, 0.3, 0.2)),
+    "lunge": (Rule("trunk", 0, 45, 15), Rule("knee_rom", 35, 180, 15), Rule("split_p90", 0.5, 3, 0.15),
+              Rule("wrists_over_head", 0, 0.3, 0.2)),
+    "pushup": (Rule("trunk", 50, 130, 15), Rule("elbow_rom", 25, 180, 10), Rule("knee_rom", 0, 40, 15),
+               Rule("trunk_rom", 0, 40, 15)),
+    "situp": (Rule("trunk", 40, 180, 15), Rule("hip_rom", 35, 180, 10), Rule("trunk_rom", 35, 180, 10),
+              Rule("elbow_rom", 0, 40, 10)),
+    "bicep_curl": (Rule("trunk", 0, 35, 10), Rule("elbow_rom", 45, 180, 10), Rule("shoulder_rom", 0, 50, 15),
+                   Rule("arm_height_p90", -3, 0.3, 0.2), Rule("knee_rom", 0, 30, 10), Rule("spread_rom", 0, 15, 5)),
+    "shoulder_press": (Rule("trunk", 0, 35, 10), Rule("elbow_rom", 35, 180, 10), Rule("shoulder_rom", 40, 180, 15),
+                       Rule("arm_height_p90", 0.0, 5, 0.2), Rule("knee_rom", 0, 30, 10), Rule("spread_rom", 0, 20, 5),
+                       Rule("jack_sync", -1, 0.5, 0.2), Rule("wrists_over_head", 0, 0.6, 0.1)),
+    "jumping_jack": (Rule("trunk", 0, 35, 10), Rule("shoulder_rom", 80, 200, 20), Rule("spread_rom", 20, 90, 6),
+                     Rule("jack_sync", 0.5, 1, 0.2), Rule("wrists_over_head", 0, 0.65, 0.1), Rule("knee_rom", 0, 40, 10)),
+    "pullup": (Rule("trunk", 0, 45, 15), Rule("elbow_rom", 30, 180, 10), Rule("wrists_over_head", 0.7, 1, 0.1),
+               Rule("spread_rom", 0, 25, 5)),
+}
+
+
+def _score(rule: Rule, value: float) -> float:
+    if not np.isfinite(value):
+        return 0.5
+    d = max(rule.lo - value, value - rule.hi, 0.0) / rule.soft
+    return float(np.exp(-0.5 * d * d))
+
+
+def score_exercises(feats: dict[str, float]) -> dict[str, float]:
+    """Posture/motion plausibility of each exercise in [0, 1]."""
+    return {ex: float(np.prod([_score(r, feats[r.feature]) for r in rules])) for ex, rules in RULES.items()}
+
+
+def detect_view(pose: PoseSeries) -> tuple[str, float]:
+    """(side|front|oblique|back, yaw degrees) from the 3D shoulder and hip lines."""
+    w = pose.world.astype(np.float64)
+    ok = np.isfinite(w[:, 0, 0])
+    if ok.sum() == 0:
+        return "unknown", float("nan")
+    lines = np.concatenate([w[ok, L.R_SHOULDER] - w[ok, L.L_SHOULDER], w[ok, L.R_HIP] - w[ok, L.L_HIP]])
+    yaw = np.degrees(np.arctan2(np.abs(lines[:, 2]), np.abs(lines[:, 0])))
+    y = float(np.median(yaw))
+    if y >= 60:
+        return "side", y
+    if y > 30:
+        return "oblique", y
+    # Facing away: the left shoulder appears on the image's left, and the face is hidden.
+    xy = pose.xy[ok]
+    facing_away = np.nanmedian(xy[:, L.L_SHOULDER, 0] - xy[:, L.R_SHOULDER, 0]) < 0
+    face_vis = float(np.median(pose.visibility[ok][:, [L.NOSE, L.L_EAR, L.R_EAR]].max(axis=1)))
+    return ("back" if facing_away and face_vis < 0.6 else "front"), y

@@ -1,0 +1,96 @@
+"""Pick one subject per frame from the pose candidates, and drop frames that belong to someone else.
+
+MediaPipe reports up to ``k`` poses per frame in no stable order, and a tracker
+that re-acquires (a new chunk, an occlusion) may lock on to another person. The
+subject is the person who is largest and most consistently present over the
+clip, not whoever is nearest in one frame:
+
+1. reference: the median centre of the largest candidate per frame;
+2. per frame, the candidate nearest the running reference (exponential average);
+3. the chosen track is cut where it jumps by more than ``JUMP`` body heights
+   between analyzed frames; segments unlike the dominant one (position or size)
+   are set to NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .records import PoseSeries
+
+JUMP = 0.6  # body heights between consecutive analyzed frames that mean "another person"
+
+
+def _boxes(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """xy (..., 33, 2) -> centre (..., 2), height (...) of the landmark box."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: frames without a pose
+        lo, hi = np.nanmin(xy, axis=-2), np.nanmax(xy, axis=-2)
+    return (lo + hi) / 2, np.maximum(hi[..., 1] - lo[..., 1], hi[..., 0] - lo[..., 0])
+
+
+def choose(xy: np.ndarray) -> np.ndarray:
+    """xy (n, k, 33, 2) -> (n,) int candidate index per frame (-1: none)."""
+    n, k = xy.shape[:2]
+    if n == 0:
+        return np.zeros(0, np.int64)
+    valid = np.isfinite(xy[:, :, 0, 0])
+    centre, height = _boxes(xy)
+    height = np.where(valid, height, -1.0)
+    out = np.full(n, -1, np.int64)
+    if k == 1:
+        out[valid[:, 0]] = 0
+        return out
+    largest = np.argmax(height, axis=1)
+    has = valid.any(axis=1)
+    if not has.any():
+        return out
+    ref = np.median(centre[np.arange(n), largest][has], axis=0)
+    for i in np.flatnonzero(has):
+        d = np.linalg.norm(centre[i] - ref, axis=1) / np.maximum(height[i], 1e-6)
+        d[~valid[i]] = np.inf
+        j = int(np.argmin(d))
+        out[i] = j
+        ref = 0.8 * ref + 0.2 * centre[i, j]
+    return out
+
+
+def consistent(xy: np.ndarray) -> np.ndarray:
+    """xy (n, 33, 2) of the chosen track -> (n,) bool: frames of the dominant person."""
+    n = xy.shape[0]
+    ok = np.isfinite(xy[:, 0, 0])
+    if ok.sum() < 2:
+        return ok
+    centre, height = _boxes(xy)
+    idx = np.flatnonzero(ok)
+    step = np.linalg.norm(np.diff(centre[idx], axis=0), axis=1) / np.maximum(height[idx[1:]], 1e-6)
+    cuts = np.flatnonzero(step > JUMP) + 1
+    segs = np.split(idx, cuts)
+    weight = [len(s) * float(np.median(height[s])) for s in segs]
+    main = segs[int(np.argmax(weight))]
+    c0, h0 = np.median(centre[main], axis=0), float(np.median(height[main]))
+    keep = np.zeros(n, bool)
+    for s in segs:
+        c, h = np.median(centre[s], axis=0), float(np.median(height[s]))
+        if np.linalg.norm(c - c0) <= 0.75 * h0 and 0.6 <= h / h0 <= 1.6:
+            keep[s] = True
+    return keep
+
+
+def select(frame: np.ndarray, t: np.ndarray, xy: np.ndarray, vis: np.ndarray, world: np.ndarray, aspect: float) -> PoseSeries:
+    """Candidates (n, k, ...) -> the subject's PoseSeries (other people's frames are NaN)."""
+    n = xy.shape[0]
+    pick = choose(xy)
+    rows = np.arange(n)
+    safe = np.maximum(pick, 0)
+    sxy = xy[rows, safe].copy()
+    svis = vis[rows, safe].copy()
+    sworld = world[rows, safe].copy()
+    none = pick < 0
+    keep = consistent(sxy) & ~none
+    sxy[~keep] = np.nan
+    sworld[~keep] = np.nan
+    svis[~keep] = 0.0
+    return PoseSeries(frame, t, sxy, svis, sworld, aspect)
