@@ -45,10 +45,14 @@ def stitch(results: list[ChunkResult]) -> tuple[np.ndarray, ...]:
     return tuple(cat)
 
 
-def analyze(
+def infer_pose(
     path: str, cfg: AnalysisConfig, executor: Executor | None = None, progress: Progress | None = None
-) -> Analysis:
-    """Analyze one clip. ``executor`` runs inference chunks (None: in this process)."""
+) -> tuple[VideoInfo, PoseSeries, registry.ModelSpec, int, float, float]:
+    """The inference half of :func:`analyze`: probe, run the model, stitch, select the subject.
+
+    Returns (info, pose, model, stride, wall_s, infer_s) ready for :func:`finish`, so a caller
+    can infer once and finish several times (e.g. with different exercises).
+    """
     t0 = time.perf_counter()
     info = probe(path)
     if info.width * info.height > MAX_PIXELS:
@@ -66,7 +70,15 @@ def analyze(
     size = next((r.size for r in results if r.size[1]), (info.width, info.height))
     pose = select(frame, t, xy, vis, world, size[0] / max(size[1], 1))
     infer_s = sum(r.infer_s for r in results)
-    return finish(info, pose, cfg, model, stride, time.perf_counter() - t0, infer_s)
+    return info, pose, model, stride, time.perf_counter() - t0, infer_s
+
+
+def analyze(
+    path: str, cfg: AnalysisConfig, executor: Executor | None = None, progress: Progress | None = None
+) -> Analysis:
+    """Analyze one clip. ``executor`` runs inference chunks (None: in this process)."""
+    info, pose, model, stride, wall_s, infer_s = infer_pose(path, cfg, executor, progress)
+    return finish(info, pose, cfg, model, stride, wall_s, infer_s)
 
 
 def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
@@ -117,7 +129,7 @@ def finish(
     posture = raw[:, angles.NAMES.index("trunk_lean")]
     seg = R.segment(signal, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
     reps = measures.measure_reps(ex, table, vis, pose.t, seg.signal, seg.reps)
-    view, yaw = classify.detect_view(pose)
+    view, yaw, view_conf = classify.detect_view(pose)
     detected = int(pose.detected.sum())
     reason = None
     if detected == 0:
@@ -139,7 +151,7 @@ def finish(
             "name": ex.name, "source": source, "confidence": round(float(conf), 3),
             "scores": {k: round(v, 3) for k, v in scores.items()},
         },
-        "view": {"name": view, "yaw_deg": None if not np.isfinite(yaw) else round(yaw, 1)},
+        "view": {"name": view, "confidence": view_conf, "yaw_deg": None if not np.isfinite(yaw) else round(yaw, 1)},
         "rep_count": len(reps),
         "reason": reason,
         "primary_signal": {"angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2)},

@@ -123,21 +123,26 @@ def score_exercises(feats: dict[str, float]) -> dict[str, float]:
     return {ex: float(np.prod([_score(r, feats[r.feature]) for r in rules])) for ex, rules in RULES.items()}
 
 
-def detect_view(pose: PoseSeries) -> tuple[str, float]:
-    """(side|front|oblique|back, yaw degrees) from the 3D shoulder and hip lines."""
+SIDE_DEG, FRONT_DEG = 45.0, 20.0  # yaw of the shoulder/hip line; MediaPipe's depth underestimates it
+
+
+def detect_view(pose: PoseSeries) -> tuple[str, float, float]:
+    """(side|front|oblique|back|unknown, yaw degrees, confidence) from the 3D shoulder and hip lines.
+
+    Facing away shows as the left shoulder on the image's left (MediaPipe labels
+    sides by body, not by image position).
+    """
     w = pose.world.astype(np.float64)
     ok = np.isfinite(w[:, 0, 0])
     if ok.sum() == 0:
-        return "unknown", float("nan")
+        return "unknown", float("nan"), 0.0
     lines = np.concatenate([w[ok, L.R_SHOULDER] - w[ok, L.L_SHOULDER], w[ok, L.R_HIP] - w[ok, L.L_HIP]])
-    yaw = np.degrees(np.arctan2(np.abs(lines[:, 2]), np.abs(lines[:, 0])))
-    y = float(np.median(yaw))
-    if y >= 60:
-        return "side", y
-    if y > 30:
-        return "oblique", y
-    # Facing away: the left shoulder appears on the image's left, and the face is hidden.
-    xy = pose.xy[ok]
-    facing_away = np.nanmedian(xy[:, L.L_SHOULDER, 0] - xy[:, L.R_SHOULDER, 0]) < 0
-    face_vis = float(np.median(pose.visibility[ok][:, [L.NOSE, L.L_EAR, L.R_EAR]].max(axis=1)))
-    return ("back" if facing_away and face_vis < 0.6 else "front"), y
+    yaw = float(np.median(np.degrees(np.arctan2(np.abs(lines[:, 2]), np.abs(lines[:, 0])))))
+    margin = min(abs(yaw - SIDE_DEG), abs(yaw - FRONT_DEG))
+    conf = round(0.5 + 0.5 * min(1.0, margin / 15.0), 3)
+    if yaw >= SIDE_DEG:
+        return "side", yaw, conf
+    if yaw > FRONT_DEG:
+        return "oblique", yaw, conf
+    dx = pose.xy[ok][:, L.L_SHOULDER, 0] - pose.xy[ok][:, L.R_SHOULDER, 0]
+    return ("back" if float(np.median(dx)) < -0.02 else "front"), yaw, conf
