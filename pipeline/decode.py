@@ -42,6 +42,11 @@ def open_capture(path: str) -> Iterator[cv2.VideoCapture]:
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
+            if _looks_like_video(path):
+                raise CorruptVideo(
+                    f"{path!r} starts like a video container but cannot be opened: expected a "
+                    "complete file (it may be truncated or damaged)"
+                )
             raise NotAVideo(
                 f"{path!r} could not be opened as a video: expected a container with a "
                 "video stream (mp4, mov, avi, mkv, webm)"
@@ -50,6 +55,15 @@ def open_capture(path: str) -> Iterator[cv2.VideoCapture]:
         yield cap
     finally:
         cap.release()
+
+
+def _looks_like_video(path: str) -> bool:
+    """The file starts with a known container signature (MP4/MOV, Matroska/WebM, AVI)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free") or head[:4] == b"\x1aE\xdf\xa3" or (
+        head[:4] == b"RIFF" and head[8:12] == b"AVI "
+    )
 
 
 def probe(path: str) -> VideoInfo:
