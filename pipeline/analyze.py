@@ -100,6 +100,13 @@ def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
     return Exercise(GENERIC, best, (Component(best, best_dir),), (), 20.0, (0.0, 180.0), ())
 
 
+def _motion_evidence(ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray) -> float:
+    """0.6 when the exercise's own counter finds no rep in the clip, rising to 1 at two reps."""
+    posture = raw[:, angles.NAMES.index("trunk_lean")]
+    n = len(R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, None, posture).reps)
+    return 0.6 + 0.2 * min(n, 2)
+
+
 def choose_exercise(
     cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray
 ) -> tuple[Exercise, str, float, dict[str, float]]:
@@ -108,7 +115,8 @@ def choose_exercise(
         return _generic(raw, vis, pose.t), "given", 1.0, {}
     if cfg.exercise != AUTO:
         return EXERCISES[cfg.exercise], "given", 1.0, {}
-    scores = classify.score_exercises(classify.features(pose, raw, angles.NAMES))
+    posture = classify.score_exercises(classify.features(pose, raw, angles.NAMES))
+    scores = {k: v * _motion_evidence(EXERCISES[k], pose, raw, vis) if v > 0.01 else v for k, v in posture.items()}
     name = max(scores, key=lambda k: scores[k])
     total = sum(scores.values())
     conf = scores[name] / total if total > 0 else 0.0
@@ -125,9 +133,8 @@ def finish(
     raw, vis = angles.compute_raw(pose)
     table = angles.compute(pose)
     ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis)
-    signal = R.combine(raw, vis, angles.NAMES, ex.components)
     posture = raw[:, angles.NAMES.index("trunk_lean")]
-    seg = R.segment(signal, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
+    seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
     reps = measures.measure_reps(ex, table, vis, pose.t, seg.signal, seg.reps)
     view, yaw, view_conf = classify.detect_view(pose)
     detected = int(pose.detected.sum())

@@ -12,8 +12,11 @@ Steps:
    keep being counted; where the envelope is narrower than the exercise's
    minimum range of motion nothing is counted (idle, noise).
 5. segment: a hysteresis state machine (numba kernel) over those thresholds.
-6. filter: minimum duration, both halves of the excursion large enough, and no
-   walking (the body translating) during the rep.
+6. filter: minimum duration, both halves of the excursion large enough, no
+   walking (the body translating) during the rep, and the rep ends in the
+   posture it started from.
+7. sides: each body side is also counted on its own; a side's rep that the
+   combined signal missed (alternating curls, one arm partly hidden) is added.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .exercises import Component
 from .records import PoseSeries
 
 MIN_WEIGHT = 0.35  # total visibility weight below which a frame has no signal
+SIDE_MIN_WEIGHT = 0.25  # the same for one body side counted on its own
 SOFT_VIS = 0.15  # a component below this visibility contributes nothing
 LO_FRAC, HI_FRAC = 0.35, 0.6  # thresholds as fractions of the local envelope
 MIN_REP_S = 0.4
@@ -51,7 +55,10 @@ class Segmentation:
     period_s: float
 
 
-def combine(raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], comps: tuple[Component, ...]) -> np.ndarray:
+def combine(
+    raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], comps: tuple[Component, ...],
+    min_weight: float = MIN_WEIGHT,
+) -> np.ndarray:
     """Visibility-weighted mean of centred, oriented components; NaN where too little is seen.
 
     Each component is centred on its clip median and oriented so the turning
@@ -73,7 +80,7 @@ def combine(raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], comps: tup
         num += w * np.where(ok, c.direction * (a - med), 0.0)
         den += w
     out = np.full(n, np.nan)
-    good = den >= MIN_WEIGHT * top
+    good = den >= min_weight * top
     out[good] = num[good] / den[good]
     return out
 
@@ -220,3 +227,32 @@ def _refine(s: np.ndarray, reps: np.ndarray) -> np.ndarray:
             k += 1
         out[i, 2] = k
     return out
+
+
+def count(
+    raw: np.ndarray,
+    vis: np.ndarray,
+    names: tuple[str, ...],
+    comps: tuple[Component, ...],
+    t: np.ndarray,
+    min_rom: float,
+    walking: np.ndarray | None = None,
+    posture: np.ndarray | None = None,
+) -> Segmentation:
+    """Reps of the combined signal, plus those only one body side shows (merged in time order)."""
+    base = segment(combine(raw, vis, names, comps), t, min_rom, walking, posture)
+    reps = [tuple(int(v) for v in r) for r in base.reps]
+    sides: dict[str, list[Component]] = {}
+    for c in comps:
+        if c.angle.startswith(("left_", "right_")):
+            sides.setdefault(c.angle.split("_", 1)[0], []).append(c)
+    if len(sides) > 1:
+        for side in sides.values():
+            sig = combine(raw, vis, names, tuple(side), SIDE_MIN_WEIGHT)
+            for r in segment(sig, t, min_rom, walking, posture).reps:
+                a, b = int(r[0]), int(r[2])
+                if all(min(b0, b) <= max(a0, a) for a0, _, b0 in reps):
+                    reps.append((a, int(r[1]), b))
+    reps.sort(key=lambda r: r[1])
+    arr = np.array(reps, np.int64).reshape(-1, 3)
+    return Segmentation(base.signal, base.lo, base.hi, arr, base.period_s)
