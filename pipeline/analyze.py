@@ -161,9 +161,12 @@ def finish(
         "view": {"name": view, "confidence": view_conf, "yaw_deg": None if not np.isfinite(yaw) else round(yaw, 1)},
         "rep_count": len(reps),
         "reason": reason,
-        "primary_signal": {"angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2)},
+        "primary_signal": {
+            "angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2),
+        },
         "reps": [r.to_dict() for r in reps],
         "fatigue": measures.fatigue(reps),
+        "fault_definitions": {f.name: f.message for f in ex.faults},
         "frames": {"total": info.frames, "analyzed": len(pose), "detected": detected},
         "timing": {
             "wall_s": round(wall, 3), "fps": round(len(pose) / wall, 1) if wall > 0 else None,

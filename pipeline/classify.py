@@ -9,9 +9,8 @@ is the winner's share of the total score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -105,7 +104,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
                        Rule("arm_height_p90", 0.0, 5, 0.2), Rule("knee_rom", 0, 30, 10), Rule("spread_rom", 0, 20, 5),
                        Rule("jack_sync", -1, 0.5, 0.2), Rule("wrists_over_head", 0, 0.6, 0.1)),
     "jumping_jack": (Rule("trunk", 0, 35, 10), Rule("shoulder_rom", 80, 200, 20), Rule("spread_rom", 20, 90, 6),
-                     Rule("jack_sync", 0.5, 1, 0.2), Rule("wrists_over_head", 0, 0.65, 0.1), Rule("knee_rom", 0, 40, 10)),
+                     Rule("jack_sync", 0.5, 1, 0.2), Rule("wrists_over_head", 0, 0.65, 0.1),
+                     Rule("knee_rom", 0, 40, 10)),
     "pullup": (Rule("trunk", 0, 45, 15), Rule("elbow_rom", 30, 180, 10), Rule("wrists_over_head", 0.7, 1, 0.1),
                Rule("spread_rom", 0, 25, 5)),
 }

@@ -9,7 +9,7 @@ The capture is released on every path, including a consumer that stops early.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -112,7 +112,7 @@ def iter_frames(
     stride: int = 1,
     max_side: int = 0,
     fps_hint: float = 30.0,
-) -> Iterator[Frame]:
+) -> Generator[Frame, None, None]:
     """Yield RGB frames ``start <= index < stop`` every ``stride`` frames.
 
     Timestamps are the container's presentation times; where the backend has

@@ -56,7 +56,7 @@ EXERCISES: dict[str, Exercise] = {
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 100.0, "knees did not bend to about 90-100 degrees"),
                 Fault("trunk_lean", "trunk_lean_max_deg", ">", 50.0, "trunk leaned forward more than 50 degrees"),
-                Fault("knee_asymmetry", "asymmetry_deg", ">", 15.0, "left and right knees differed by more than 15 degrees"),
+                Fault("knee_asymmetry", "asymmetry_deg", ">", 15.0, "knees differed by more than 15 degrees"),
             ),
         ),
         Exercise(
@@ -73,7 +73,7 @@ EXERCISES: dict[str, Exercise] = {
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 110.0, "elbows did not bend to about 90-110 degrees"),
                 Fault("partial_lockout", "primary_max_deg", "<", 150.0, "arms not straightened at the top"),
-                Fault("hip_sag", "body_line_min_deg", "<", 150.0, "hips sagged or piked (shoulder-hip-ankle under 150 degrees)"),
+                Fault("hip_sag", "body_line_min_deg", "<", 150.0, "hips sagged or piked (body line under 150 deg)"),
             ),
         ),
         Exercise(

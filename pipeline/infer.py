@@ -134,7 +134,7 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
         xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
         v = np.zeros((k, N_LANDMARKS), np.float32)
         w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)
-        for p, (lms, wlms) in enumerate(zip(res.pose_landmarks, res.pose_world_landmarks)):
+        for p, (lms, wlms) in enumerate(zip(res.pose_landmarks, res.pose_world_landmarks, strict=True)):
             if p >= k:
                 break
             xy[p] = [(q.x, q.y) for q in lms]

@@ -64,6 +64,21 @@ def asymmetry(table: AngleTable, name: str, a: int, b: int) -> float | None:
     return float(np.nanmean(d))
 
 
+def rep_faults(
+    ex: Exercise, table: AngleTable, vis: np.ndarray, a: int, b: int, asym: float | None
+) -> tuple[str, ...]:
+    """Names of the exercise's fault rules that the rep over frames a..b breaks."""
+    out = []
+    for f in ex.faults:
+        if f.measure == "asymmetry_deg":
+            value = float("nan") if asym is None else asym
+        else:
+            value = rep_measure(f.measure, table, vis, ex.primary, a, b)
+        if check(f, value):
+            out.append(f.name)
+    return tuple(out)
+
+
 def measure_reps(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
 ) -> tuple[Rep, ...]:
@@ -75,8 +90,7 @@ def measure_reps(
     for i, (a, p, b) in enumerate(reps):
         a, p, b = int(a), int(p), int(b)
         asym = asymmetry(table, ex.primary, a, b)
-        values = {f.measure: (asym if f.measure == "asymmetry_deg" else rep_measure(f.measure, table, vis, ex.primary, a, b)) for f in ex.faults}
-        faults = tuple(f.name for f in ex.faults if check(f, float("nan") if values[f.measure] is None else values[f.measure]))  # type: ignore[arg-type]
+        faults = rep_faults(ex, table, vis, a, b, asym)
         amp = float(signal[p] - np.nanmin(signal[a : b + 1]))
         conf = float(np.clip(np.mean(pvis[a : b + 1]), 0, 1) * min(1.0, amp / (1.5 * ex.min_rom_deg)))
         ecc, pause, conc, rom, vel = (float(v) for v in phases[i])

@@ -12,6 +12,7 @@ import math
 import multiprocessing as mp
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -24,6 +25,8 @@ Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 90  # analyzed frames; below this a chunk's lead-in costs more than it saves
 LEAD_S = 1.0  # seconds decoded before a chunk's first frame so tracking has re-acquired
+CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
+CHUNK_FRAME_S = 0.5
 
 
 def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
@@ -46,7 +49,7 @@ def plan_chunks(
     bounds = np.linspace(0, info.frames, n + 1).round().astype(int)
     lead = int(round(LEAD_S * info.fps))
     jobs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         a = int(a) - int(a) % stride  # keep the global stride grid
         if a >= b:
             continue
@@ -70,7 +73,8 @@ def run_chunks(
     done = 0
     try:
         for i, fut in enumerate(futures):
-            results[i] = fut.result()
+            frames = (jobs[i].stop - jobs[i].lead_start) / jobs[i].stride
+            results[i] = fut.result(timeout=CHUNK_TIMEOUT_S + CHUNK_FRAME_S * frames)
             done += len(results[i].frame)  # type: ignore[union-attr]
             if progress:
                 progress(done, total)
@@ -78,4 +82,11 @@ def run_chunks(
         for f in futures:
             f.cancel()
         raise WorkerError(f"an inference worker died while analyzing {jobs[0].path!r}: {exc}") from exc
+    except FutureTimeout:
+        for f in futures:
+            f.cancel()
+        raise WorkerError(
+            f"an inference worker did not finish its chunk of {jobs[0].path!r} in time: expected "
+            f"under {CHUNK_TIMEOUT_S:.0f} s plus {CHUNK_FRAME_S} s per frame"
+        ) from None
     return [r for r in results if r is not None]

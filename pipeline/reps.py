@@ -21,9 +21,8 @@ Steps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,7 +112,9 @@ def dominant_period(x: np.ndarray, fps: float, lo_s: float = 0.5, hi_s: float = 
     return (a + best) / fps, float(max(0.0, seg[best]))
 
 
-SEGMENTS = ((11, 12), (11, 13), (12, 14), (13, 15), (14, 16), (23, 25), (24, 26), (25, 27), (26, 28), (11, 23), (12, 24))
+SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
+    (11, 12), (11, 13), (12, 14), (13, 15), (14, 16), (23, 25), (24, 26), (25, 27), (26, 28), (11, 23), (12, 24),
+)
 
 
 def walking_mask(pose: PoseSeries, window_s: float = 2.0) -> np.ndarray:

@@ -79,7 +79,9 @@ def consistent(xy: np.ndarray) -> np.ndarray:
     return keep
 
 
-def select(frame: np.ndarray, t: np.ndarray, xy: np.ndarray, vis: np.ndarray, world: np.ndarray, aspect: float) -> PoseSeries:
+def select(
+    frame: np.ndarray, t: np.ndarray, xy: np.ndarray, vis: np.ndarray, world: np.ndarray, aspect: float
+) -> PoseSeries:
     """Candidates (n, k, ...) -> the subject's PoseSeries (other people's frames are NaN)."""
     n = xy.shape[0]
     pick = choose(xy)
