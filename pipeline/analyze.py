@@ -81,11 +81,20 @@ def analyze(
     return finish(info, pose, cfg, model, stride, wall_s, infer_s)
 
 
+GENERIC_ANGLES = ("knee", "hip", "elbow", "shoulder", "trunk_lean", "leg_spread", "body_line")
+GENERIC_MIN_ROM = 30.0
+
+
 def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
-    """The class-agnostic fallback: the angle with the strongest periodic, visible motion."""
+    """The class-agnostic fallback: the major joint angle with the strongest periodic, visible motion.
+
+    Short segments (the foot) are left out: their angles swing with landmark jitter.
+    """
     fps = (len(t) - 1) / max(t[-1] - t[0], 1e-6) if len(t) > 1 else 30.0
     best, best_score, best_dir = angles.NAMES[0], -1.0, 1
     for j, name in enumerate(angles.NAMES):
+        if not name.endswith(GENERIC_ANGLES):
+            continue
         a = np.where(vis[:, j] >= angles.VISIBLE, raw[:, j], np.nan)
         ok = np.isfinite(a)
         if ok.sum() < 8:
@@ -97,7 +106,7 @@ def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
             med = np.median(a[ok])
             # the turning point is the brief extreme: rest is where the signal mostly sits
             best, best_score, best_dir = name, score, (1 if med - lo < hi - med else -1)
-    return Exercise(GENERIC, best, (Component(best, best_dir),), (), 20.0, (0.0, 180.0), ())
+    return Exercise(GENERIC, best, (Component(best, best_dir),), (), GENERIC_MIN_ROM, (0.0, 180.0), ())
 
 
 def _motion_evidence(ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray) -> float:

@@ -52,7 +52,7 @@ EXERCISES: dict[str, Exercise] = {
     for e in (
         Exercise(
             "squat", "knee", _lr("knee", -1) + _lr("hip", -1, 0.5), ("hip", "trunk_lean"),
-            35.0, (0.0, 40.0),
+            25.0, (0.0, 40.0),
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 100.0, "knees did not bend to about 90-100 degrees"),
                 Fault("trunk_lean", "trunk_lean_max_deg", ">", 50.0, "trunk leaned forward more than 50 degrees"),
@@ -61,7 +61,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "lunge", "knee", _lr("knee", -1) + _lr("hip", -1, 0.5), ("hip", "trunk_lean"),
-            30.0, (0.0, 40.0),
+            25.0, (0.0, 40.0),
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 110.0, "front knee did not reach about 90-110 degrees"),
                 Fault("trunk_lean", "trunk_lean_max_deg", ">", 30.0, "trunk leaned more than 30 degrees"),

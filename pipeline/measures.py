@@ -15,7 +15,7 @@ from . import kernels
 from .exercises import Exercise, Fault
 from .records import AngleTable, Rep
 
-PAUSE_BAND = 0.1  # within 10% of the rep's range of the turning point counts as a pause
+PAUSE_BAND = 0.05  # within 5% of the rep's range of the turning point counts as a pause
 
 
 def merged(table: AngleTable, vis: np.ndarray, name: str) -> np.ndarray:

@@ -33,9 +33,11 @@ from .records import PoseSeries
 MIN_WEIGHT = 0.35  # total visibility weight below which a frame has no signal
 SIDE_MIN_WEIGHT = 0.25  # the same for one body side counted on its own
 SOFT_VIS = 0.15  # a component below this visibility contributes nothing
-LO_FRAC, HI_FRAC = 0.35, 0.6  # thresholds as fractions of the local envelope
+LO_FRAC, HI_FRAC = 0.3, 0.55  # thresholds as fractions of the local envelope
 MIN_REP_S = 0.4
+SMOOTH_S = (0.08, 0.15)  # smoothing half-window bounds, seconds (period / 12 in between)
 POSTURE_DEG = 50.0  # trunk orientation may differ this much between a rep's start and end
+REST_BAND = 0.03  # a rep starts/ends where the signal leaves/reaches this share of its span above rest
 MAX_GAP_S = 0.4
 WALK_M = 1.0  # net hip travel (metres) within the window that counts as walking
 WALK_LOG_SCALE = 0.35  # change of log apparent size within the window (toward/away)
@@ -108,8 +110,10 @@ def dominant_period(x: np.ndarray, fps: float, lo_s: float = 0.5, hi_s: float = 
     peaks = np.flatnonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:])) + 1
     if len(peaks) == 0:
         return float("nan"), 0.0
-    best = peaks[np.argmax(seg[peaks])]
-    return (a + best) / fps, float(max(0.0, seg[best]))
+    # the first peak nearly as strong as the strongest: later ones are multiples of the period
+    strong = peaks[seg[peaks] >= 0.8 * seg[peaks].max()]
+    best = strong[0]
+    return (a + best) / fps, float(np.clip(seg[best], 0.0, 1.0))
 
 
 SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
@@ -177,24 +181,39 @@ def segment(
         e = np.full(n, np.nan)
         return Segmentation(signal, e, e, np.zeros((0, 3), np.int64), float("nan"))
     fps = (n - 1) / max(t[-1] - t[0], 1e-6)
-    s = kernels.fill_gaps(signal, max(1, int(MAX_GAP_S * fps)))
-    s = kernels.smooth(s, max(1, int(round(0.08 * fps))))
+    filled = kernels.fill_gaps(signal, max(1, int(MAX_GAP_S * fps)))
+    s = kernels.smooth(filled, max(1, int(round(SMOOTH_S[0] * fps))))
     period, _ = dominant_period(s, fps)
+    if np.isfinite(period):  # slower movements tolerate (and need) more smoothing
+        s = kernels.smooth(filled, max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))))
     span_s = 2.0 * period if np.isfinite(period) else 4.0
     half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
     lo, hi = thresholds(s, half, min_rom)
     raw = kernels.segment_reps(s, lo, hi, max(1, int(MIN_REP_S * fps)), max(1, int(MAX_GAP_S * fps)))
-    keep = [r for r in raw if _valid(s, r, min_rom, walking, posture)]
+    windows = _rest_windows(raw, n)
+    keep = [r for r, w in zip(raw, windows, strict=True) if _valid(s, r, w, min_rom, walking, posture)]
     reps = np.array(keep, np.int64).reshape(-1, 3)
     return Segmentation(s, lo, hi, _refine(s, reps), period)
 
 
+def _rest_windows(reps: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """Per rep, the span that holds its rest before and after: from the previous rep's end
+    (or as far back as the rise took) to the next rep's start (or as far on as the fall took)."""
+    out = []
+    for i, (a, p, b) in enumerate(reps):
+        lo = int(reps[i - 1, 2]) if i > 0 else max(0, int(a) - 2 * (int(p) - int(a)))
+        hi = int(reps[i + 1, 0]) if i + 1 < len(reps) else min(n - 1, int(b) + 2 * (int(b) - int(p)))
+        out.append((min(lo, int(a)), max(hi, int(b))))
+    return out
+
+
 def _valid(
-    s: np.ndarray, rep: np.ndarray, min_rom: float, walking: np.ndarray | None, posture: np.ndarray | None
+    s: np.ndarray, rep: np.ndarray, window: tuple[int, int], min_rom: float,
+    walking: np.ndarray | None, posture: np.ndarray | None,
 ) -> bool:
     a, p, b = int(rep[0]), int(rep[1]), int(rep[2])
-    rise = s[p] - np.nanmin(s[a : p + 1])
-    fall = s[p] - np.nanmin(s[p : b + 1])
+    rise = s[p] - np.nanmin(s[window[0] : p + 1])  # from the rest floor, not the threshold crossing
+    fall = s[p] - np.nanmin(s[p : window[1] + 1])
     if min(rise, fall) < 0.6 * min_rom or max(rise, fall) < min_rom:
         return False
     if walking is not None and walking[a : b + 1].mean() > 0.3:
@@ -211,13 +230,11 @@ def _valid(
 def _refine(s: np.ndarray, reps: np.ndarray) -> np.ndarray:
     """Move start/end from the threshold crossings out to where the rest phase ends/begins."""
     out = reps.copy()
-    for i, (a, p, b) in enumerate(reps):
-        prev_end = int(reps[i - 1, 2]) if i > 0 else max(0, int(a) - (int(p) - int(a)) * 2)
-        nxt = int(reps[i + 1, 0]) if i + 1 < len(reps) else min(len(s) - 1, int(b) + (int(b) - int(p)) * 2)
+    for i, ((a, p, b), (prev_end, nxt)) in enumerate(zip(reps, _rest_windows(reps, len(s)), strict=True)):
         floor_a = np.nanmin(s[prev_end : a + 1])
         floor_b = np.nanmin(s[b : nxt + 1]) if nxt >= b else s[b]
         span = s[p] - min(floor_a, floor_b)
-        tol = 0.1 * span
+        tol = REST_BAND * span
         j = int(a)
         while j > prev_end and np.isfinite(s[j - 1]) and s[j - 1] <= s[j] + 1e-9 and s[j - 1] > floor_a + tol:
             j -= 1

@@ -6,7 +6,8 @@ subject is the person who is largest and most consistently present over the
 clip, not whoever is nearest in one frame:
 
 1. reference: the median centre of the largest candidate per frame;
-2. per frame, the candidate nearest the running reference (exponential average);
+2. per frame, the candidate nearest the running reference (exponential average)
+   in position (body heights) and size (log ratio);
 3. the chosen track is cut where it jumps by more than ``JUMP`` body heights
    between analyzed frames; segments unlike the dominant one (position or size)
    are set to NaN.
@@ -48,12 +49,16 @@ def choose(xy: np.ndarray) -> np.ndarray:
     if not has.any():
         return out
     ref = np.median(centre[np.arange(n), largest][has], axis=0)
+    ref_h = float(np.median(height[np.arange(n), largest][has]))
     for i in np.flatnonzero(has):
-        d = np.linalg.norm(centre[i] - ref, axis=1) / np.maximum(height[i], 1e-6)
-        d[~valid[i]] = np.inf
-        j = int(np.argmin(d))
+        # distance in the subject's body heights plus how much the size differs (log ratio)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cost = np.linalg.norm(centre[i] - ref, axis=1) / ref_h + np.abs(np.log(height[i] / ref_h))
+        cost[~valid[i]] = np.inf
+        j = int(np.argmin(cost))
         out[i] = j
         ref = 0.8 * ref + 0.2 * centre[i, j]
+        ref_h = 0.8 * ref_h + 0.2 * float(height[i, j])
     return out
 
 
