@@ -13,10 +13,11 @@ import logging
 import math
 import sys
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import NoReturn
 
-from pipeline import outputs
 from pipeline.analyze import analyze, resolve_model
 from pipeline.config import AUTO, AnalysisConfig
 from pipeline.decode import probe
@@ -28,11 +29,31 @@ from pipeline.pool import MIN_CHUNK, make_pool
 from . import demo, settings
 from .progress import Bar
 
-EXIT = {InputError: 2, ModelError: 3, WorkerError: 4}
+EXIT: dict[type[Exception], int] = {InputError: 2, NotADirectoryError: 2, ModelError: 3, WorkerError: 4}
+
+
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected {lo}..{hi}, got {value}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"formcheck: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="formcheck", description="Count reps and check form in workout videos.")
+    p = _Parser(prog="formcheck", description="Count reps and check form in workout videos.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="analyze a workout video")
@@ -50,9 +71,11 @@ def _common(p: argparse.ArgumentParser, cfg: settings.Settings, default_out: str
                    help="write analysis.json, angles.csv, annotated.mp4, reps.png here")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--fps", type=float, default=0.0, help="analysis rate in frames/s (0: every frame)")
-    p.add_argument("--workers", type=int, default=cfg.workers, help=f"inference processes (default {cfg.workers})")
+    p.add_argument("--workers", type=_bounded(1, 64), default=cfg.workers,
+                   help=f"inference processes (default {cfg.workers})")
     p.add_argument("--model", default=None, help="path to a pose landmarker .task file (default: bundled full)")
-    p.add_argument("--people", type=int, default=1, help="people to look for per frame (the subject is chosen)")
+    p.add_argument("--people", type=_bounded(1, 6), default=1,
+                   help="people to look for per frame, 1..6 (the subject is chosen among them)")
     p.add_argument("--max-side", type=int, default=cfg.max_side, help="downscale longer side before inference")
     p.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
 
@@ -65,7 +88,11 @@ def _config(args: argparse.Namespace, cfg: settings.Settings) -> AnalysisConfig:
 
 
 def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -> dict[str, object]:
+    from pipeline import outputs  # matplotlib and the video writer load only when needed
+
     conf = _config(args, cfg)
+    if args.out is not None:
+        outputs.check_dir(args.out)  # a bad --out fails before the analysis, creating nothing
     info = probe(video)  # fail fast on bad input, before any pool starts
     model = resolve_model(conf)
     frames = math.ceil(info.frames / conf.stride(info.fps))
@@ -79,7 +106,7 @@ def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -
     summary = result.summary
     if args.out is not None:
         if args.no_video:
-            args.out.mkdir(parents=True, exist_ok=True)
+            outputs.ensure_dir(args.out)
             (args.out / "analysis.json").write_text(json.dumps(summary, indent=2))
             paths = {"json": args.out / "analysis.json"}
             paths["csv"] = outputs.write_angles_csv(result, args.out / "angles.csv")
@@ -116,7 +143,11 @@ def _human(s: dict[str, object]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = settings.load()
+    try:
+        cfg = settings.load()
+    except settings.SettingsError as exc:
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return 2
     args = _parser(cfg).parse_args(argv)
     try:
         if args.command == "demo":

@@ -29,6 +29,10 @@ class Settings:
         return self.cache_dir / "samples"
 
 
+class SettingsError(ValueError):
+    """An environment variable holds a value formcheck cannot use."""
+
+
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "")
     if not raw:
@@ -36,7 +40,7 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"formcheck: {name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def load(env: dict[str, str] | None = None) -> Settings:

@@ -33,7 +33,7 @@ class ModelError(Exception):
 class ModelSpec:
     """A resolved pose model.
 
-    id: stable identifier used in results and cache keys (name + content hash).
+    id: stable identifier used in results and cache keys (name + hash of the members).
     path: the ``.task`` bundle on disk.
     sha256: hex digest of the bundle bytes.
     """
@@ -116,6 +116,24 @@ def validate_bundle(path: Path) -> None:
             f"{list(BUNDLE_MEMBERS)}, found {sorted(names)}"
             + (f" (corrupt member {bad})" if bad else "")
         )
+    with zipfile.ZipFile(path) as zf:
+        for member in BUNDLE_MEMBERS:
+            head = zf.open(member).read(8)
+            if head[4:8] != b"TFL3":
+                raise ModelError(
+                    f"model file {path}: member {member} is not a TFLite model (expected the "
+                    f"'TFL3' flatbuffer identifier, found {head[4:8]!r})"
+                )
+
+
+def content_id(path: Path) -> str:
+    """Hex digest of the bundle's member names and bytes: stable across rebuilds (zip
+    timestamps differ between builds), so it can key caches."""
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf:
+        for member in sorted(zf.namelist()):
+            h.update(member.encode() + b"\0" + zf.read(member))
+    return h.hexdigest()
 
 
 def full_model(cache_dir: Path) -> ModelSpec:
@@ -133,15 +151,14 @@ def full_model(cache_dir: Path) -> ModelSpec:
         if digest != sidecar.read_text().strip():
             raise ModelError(f"model cache {path} fails its checksum even after a rebuild")
     validate_bundle(path)
-    return ModelSpec(id=f"full-{digest[:12]}", path=path, sha256=digest)
+    return ModelSpec(id=f"full-{content_id(path)[:12]}", path=path, sha256=digest)
 
 
 def user_model(path: Path) -> ModelSpec:
     """A user-supplied official ``.task`` file (lite, full or heavy)."""
     path = path.expanduser().resolve()
     validate_bundle(path)
-    digest = _sha256(path)
-    return ModelSpec(id=f"{path.stem}-{digest[:12]}", path=path, sha256=digest)
+    return ModelSpec(id=f"{path.stem}-{content_id(path)[:12]}", path=path, sha256=_sha256(path))
 
 
 def resolve(model: str | None, cache_dir: Path) -> ModelSpec:

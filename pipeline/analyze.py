@@ -106,7 +106,7 @@ def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
             med = np.median(a[ok])
             # the turning point is the brief extreme: rest is where the signal mostly sits
             best, best_score, best_dir = name, score, (1 if med - lo < hi - med else -1)
-    return Exercise(GENERIC, best, (Component(best, best_dir),), (), GENERIC_MIN_ROM, (0.0, 180.0), ())
+    return Exercise(GENERIC, best, (Component(best, best_dir),), (), GENERIC_MIN_ROM, ())
 
 
 def _motion_evidence(ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray) -> float:
@@ -144,6 +144,7 @@ def finish(
     ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis)
     posture = raw[:, angles.NAMES.index("trunk_lean")]
     seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
+    seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
     reps = measures.measure_reps(ex, table, vis, pose.t, seg.signal, seg.reps)
     view, yaw, view_conf = classify.detect_view(pose)
     detected = int(pose.detected.sum())

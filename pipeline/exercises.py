@@ -39,8 +39,8 @@ class Exercise:
     components: tuple[Component, ...]
     secondary: tuple[str, ...]
     min_rom_deg: float  # smallest excursion of the combined signal that counts as a rep
-    trunk: tuple[float, float]  # expected trunk lean from vertical at rest, degrees
     faults: tuple[Fault, ...]
+    in_phase: tuple[str, ...] = ()  # paired angles whose sides move together in a rep (not gait)
 
 
 def _lr(angle: str, direction: int, weight: float = 1.0) -> tuple[Component, Component]:
@@ -52,24 +52,26 @@ EXERCISES: dict[str, Exercise] = {
     for e in (
         Exercise(
             "squat", "knee", _lr("knee", -1) + _lr("hip", -1, 0.5), ("hip", "trunk_lean"),
-            25.0, (0.0, 40.0),
+            25.0,
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 100.0, "knees did not bend to about 90-100 degrees"),
                 Fault("trunk_lean", "trunk_lean_max_deg", ">", 50.0, "trunk leaned forward more than 50 degrees"),
                 Fault("knee_asymmetry", "asymmetry_deg", ">", 15.0, "knees differed by more than 15 degrees"),
             ),
+            in_phase=("knee",),
         ),
         Exercise(
             "lunge", "knee", _lr("knee", -1) + _lr("hip", -1, 0.5), ("hip", "trunk_lean"),
-            25.0, (0.0, 40.0),
+            25.0,
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 110.0, "front knee did not reach about 90-110 degrees"),
                 Fault("trunk_lean", "trunk_lean_max_deg", ">", 30.0, "trunk leaned more than 30 degrees"),
             ),
+            in_phase=("knee",),
         ),
         Exercise(
             "pushup", "elbow", _lr("elbow", -1), ("body_line", "shoulder"),
-            25.0, (45.0, 135.0),
+            25.0,
             (
                 Fault("shallow_depth", "primary_min_deg", ">", 110.0, "elbows did not bend to about 90-110 degrees"),
                 Fault("partial_lockout", "primary_max_deg", "<", 150.0, "arms not straightened at the top"),
@@ -78,7 +80,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "bicep_curl", "elbow", _lr("elbow", -1), ("shoulder", "trunk_lean"),
-            35.0, (0.0, 30.0),
+            35.0,
             (
                 Fault("partial_curl", "primary_min_deg", ">", 80.0, "elbow not flexed past 80 degrees at the top"),
                 Fault("elbow_drift", "shoulder_max_deg", ">", 40.0, "upper arm swung forward more than 40 degrees"),
@@ -87,7 +89,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "shoulder_press", "elbow", _lr("elbow", 1) + _lr("shoulder", 1), ("shoulder", "trunk_lean"),
-            30.0, (0.0, 30.0),
+            30.0,
             (
                 Fault("partial_lockout", "primary_max_deg", "<", 150.0, "arms not locked out overhead"),
                 Fault("shallow_bottom", "primary_min_deg", ">", 100.0, "weights not lowered to shoulder level"),
@@ -96,7 +98,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "jumping_jack", "shoulder", _lr("shoulder", 1) + (Component("leg_spread", 1, 0.5),),
-            ("leg_spread", "elbow"), 40.0, (0.0, 30.0),
+            ("leg_spread", "elbow"), 40.0,
             (
                 Fault("arms_not_overhead", "primary_max_deg", "<", 140.0, "arms did not reach overhead"),
                 Fault("narrow_legs", "leg_spread_max_deg", "<", 25.0, "legs did not open past 25 degrees"),
@@ -104,7 +106,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "pullup", "elbow", _lr("elbow", -1), ("shoulder", "knee"),
-            30.0, (0.0, 35.0),
+            30.0,
             (
                 Fault("partial_pull", "primary_min_deg", ">", 90.0, "elbows not flexed past 90 degrees at the top"),
                 Fault("no_dead_hang", "primary_max_deg", "<", 150.0, "arms not extended at the bottom"),
@@ -113,7 +115,7 @@ EXERCISES: dict[str, Exercise] = {
         ),
         Exercise(
             "situp", "hip", _lr("hip", -1), ("knee", "trunk_lean"),
-            30.0, (50.0, 180.0),
+            30.0,
             (
                 Fault("partial_situp", "primary_min_deg", ">", 100.0, "trunk not raised past 100 degrees hip angle"),
                 Fault("feet_lift", "knee_range_deg", ">", 30.0, "knees moved more than 30 degrees (feet lifting)"),

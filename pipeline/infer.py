@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decode import iter_frames
+from .errors import ModelError
 from .records import N_LANDMARKS
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,13 @@ def load(options: InferOptions) -> object:
         min_pose_presence_confidence=options.min_presence,
         min_tracking_confidence=options.min_tracking,
     )
-    _LANDMARKER = vision.PoseLandmarker.create_from_options(opts)
+    try:
+        _LANDMARKER = vision.PoseLandmarker.create_from_options(opts)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"model file {options.model_path} could not be loaded by MediaPipe ({exc}): expected a "
+            "pose landmarker .task bundle"
+        ) from None
     _LOADED = options
     return _LANDMARKER
 
@@ -103,7 +110,11 @@ def warm(options: InferOptions) -> int:
     import mediapipe as mp
 
     global _CLOCK_MS
-    lm = load(options)
+    try:
+        lm = load(options)
+    except ModelError:  # leave the worker alive: run_chunk raises it again, to the caller
+        log.exception("could not warm the pose model")
+        return os.getpid()
     blank = np.zeros((64, 64, 3), np.uint8)
     _CLOCK_MS += 1000
     lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=blank), _CLOCK_MS)  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from .records import VideoInfo
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 90  # analyzed frames; below this a chunk's lead-in costs more than it saves
-LEAD_S = 1.0  # seconds decoded before a chunk's first frame so tracking has re-acquired
+LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-acquired
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 
@@ -43,9 +43,8 @@ def plan_chunks(
     info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions
 ) -> list[ChunkJob]:
     analyzed = math.ceil(info.frames / stride)
-    n = max(1, min(workers * 4, analyzed // MIN_CHUNK)) if workers > 1 else 1
-    if n > 1 and n < workers:
-        n = workers
+    # two chunks per worker balance the load; each extra chunk costs a lead-in
+    n = max(1, min(workers * 2, analyzed // MIN_CHUNK)) if workers > 1 else 1
     bounds = np.linspace(0, info.frames, n + 1).round().astype(int)
     lead = int(round(LEAD_S * info.fps))
     jobs = []

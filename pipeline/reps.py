@@ -17,6 +17,8 @@ Steps:
    posture it started from.
 7. sides: each body side is also counted on its own; a side's rep that the
    combined signal missed (alternating curls, one arm partly hidden) is added.
+8. gait: where both sides of a pair should move together (knees in a squat or
+   lunge), a rep in which they move in anti-phase (walking, stepping) is dropped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from . import kernels
 from .exercises import Component
 from .records import PoseSeries
 
+VISIBLE = 0.5  # a landmark this visible counts as seen
 MIN_WEIGHT = 0.35  # total visibility weight below which a frame has no signal
 SIDE_MIN_WEIGHT = 0.25  # the same for one body side counted on its own
 SOFT_VIS = 0.15  # a component below this visibility contributes nothing
@@ -274,3 +277,32 @@ def count(
     reps.sort(key=lambda r: r[1])
     arr = np.array(reps, np.int64).reshape(-1, 3)
     return Segmentation(base.signal, base.lo, base.hi, arr, base.period_s)
+
+
+def _sync(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two angle traces over frames where both are finite (NaN if too few)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 5 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def drop_gait(
+    seg: Segmentation, raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], in_phase: tuple[str, ...]
+) -> Segmentation:
+    """Drop reps in which paired angles that should move together (both knees in a squat or a
+    lunge) move in anti-phase, as in walking or stepping; sides must both be seen."""
+    if not in_phase or len(seg.reps) == 0:
+        return seg
+    keep = []
+    for r in seg.reps:
+        a, b = int(r[0]), int(r[2]) + 1
+        ok = True
+        for pair in in_phase:
+            jl, jr = names.index(f"left_{pair}"), names.index(f"right_{pair}")
+            seen = (vis[a:b, jl] >= VISIBLE) & (vis[a:b, jr] >= VISIBLE)
+            if seen.mean() >= 0.6 and _sync(raw[a:b, jl], raw[a:b, jr]) < 0.0:
+                ok = False
+        keep.append(ok)
+    reps = seg.reps[np.array(keep, bool)]
+    return Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)

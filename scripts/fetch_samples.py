@@ -5,10 +5,12 @@ Steps: for each sample, if ``DEST/<file>`` exists with the expected SHA-256, kee
 folder inside DEST, extract the one member, check its digest and move it into
 place atomically. The wheel itself is not kept.
 
-| name            | wheel             | member                                      | what is in it |
-|-----------------|-------------------|---------------------------------------------|---------------|
-| sports2d_demo   | sports2d==0.8.34  | Sports2D/Demo/demo.mp4                      | 1768x994, 30 fps, 230 frames: a man on a cabinet does 2 jumping jacks (f0-78) while a woman walks past, walks on the cabinet, backflips off it (~f142-185) and lands in a crouch |
-| pose2sim_cam01  | pose2sim==0.10.49 | Pose2Sim/Demo_Batch/Trial_1/videos/cam01.mp4 | 1080x1920 portrait, 60 fps, 100 frames: a man lunges out sideways with a twist and back, once; a second person stands in the background |
+- ``sports2d_demo``: ``Sports2D/Demo/demo.mp4`` from ``sports2d==0.8.34``; 1768x994, 30 fps,
+  230 frames. A man on a cabinet does 2 jumping jacks (f0-78) while a woman walks past; he
+  walks along the cabinet top, backflips off it (~f142-185) and lands in a crouch.
+- ``pose2sim_cam01``: ``Pose2Sim/Demo_Batch/Trial_1/videos/cam01.mp4`` from ``pose2sim==0.10.49``;
+  1080x1920 portrait, 60 fps, 100 frames. A man lunges out sideways with a twist and back,
+  once; a second person stands in the background.
 
 Usage: ``python scripts/fetch_samples.py [--dest DIR] [NAME ...]`` (default DEST:
 ``$XDG_CACHE_HOME/formcheck/samples``; the same place ``formcheck demo`` caches

@@ -14,7 +14,7 @@ from .csvout import write_angles_csv
 from .plot import write_reps_png
 from .video import Progress, write_annotated_mp4
 
-__all__ = ["write_all", "write_angles_csv", "write_reps_png", "write_annotated_mp4"]
+__all__ = ["check_dir", "ensure_dir", "write_all", "write_angles_csv", "write_reps_png", "write_annotated_mp4"]
 
 FILE_NAMES = {
     "json": "analysis.json",
@@ -28,7 +28,7 @@ def write_all(
     analysis: Analysis, out_dir: Path, progress: Progress | None = None
 ) -> dict[str, Path]:
     """Write every output into ``out_dir``; ``progress(done, total)`` follows the video frames."""
-    out_dir = _ensure_dir(Path(out_dir))
+    out_dir = ensure_dir(Path(out_dir))
     paths = {key: out_dir / name for key, name in FILE_NAMES.items()}
     paths["json"].write_text(json.dumps(analysis.summary, indent=2), encoding="utf-8")
     write_angles_csv(analysis, paths["csv"])
@@ -37,7 +37,21 @@ def write_all(
     return paths
 
 
-def _ensure_dir(out_dir: Path) -> Path:
+def check_dir(out_dir: Path) -> Path:
+    """Raise NotADirectoryError now if ``out_dir`` could not be created later (nothing is created)."""
+    out_dir = Path(out_dir)
+    probe = out_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is a file" if probe == out_dir else f"has a file on its path ({str(probe)!r})"
+        raise NotADirectoryError(
+            f"output directory {str(out_dir)!r} {what}: expected a directory or a path that can be created"
+        )
+    return out_dir
+
+
+def ensure_dir(out_dir: Path) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(
             f"output directory {str(out_dir)!r} is a file: expected a directory or a path "
