@@ -67,7 +67,7 @@ def count_scores(pairs: Sequence[tuple[int, int]]) -> dict[str, float]:
     if not pairs:
         return {"n": 0, "mae": float("nan"), "obo": float("nan"), "exact": float("nan")}
     err = [abs(p - t) for p, t in pairs]
-    rel = [e / t if t > 0 else float(e) for e, (_, t) in zip(err, pairs)]
+    rel = [e / t if t > 0 else float(e) for e, (_, t) in zip(err, pairs, strict=True)]
     return {
         "n": len(pairs), "mae": float(np.mean(rel)),
         "obo": float(np.mean([e <= 1 for e in err])), "exact": float(np.mean([e == 0 for e in err])),
@@ -239,12 +239,14 @@ def _pr(m: PeakMatch | None) -> str:
 def markdown(rows: Sequence[ClipResult], sc: dict[str, Any]) -> str:
     f = "{:.3f}".format
     clips = _table(
-        ("file", "exercise", "true", "given", "auto", "detected (conf)", "view true/det", "peak P/R given", "peak P/R auto"),
+        ("file", "exercise", "true", "given", "auto", "detected (conf)", "view true/det",
+         "peak P/R given", "peak P/R auto"),
         [(r.file, r.exercise, r.true, r.given.pred, r.auto.pred, f"{r.detected} ({r.confidence:.2f})",
           f"{r.view_true}/{r.view_detected}", _pr(r.given.match), _pr(r.auto.match)) for r in rows],
     )
     counts = _table(
-        ("group", "n", "MAE given", "OBO given", "exact given", "MAE auto", "OBO auto", "exact auto", "detection", "view"),
+        ("group", "n", "MAE given", "OBO given", "exact given", "MAE auto", "OBO auto", "exact auto",
+         "detection", "view"),
         [(k, g["given"]["n"], *(f(g[m][s]) for m in MODES for s in ("mae", "obo", "exact")), f(g["detection"]),
           f(g["view"])) for k, g in sc.items() if k != "peaks"],
     )
