@@ -26,7 +26,7 @@ from pipeline.exercises import GENERIC, NAMES
 from pipeline.infer import InferOptions
 from pipeline.pool import MIN_CHUNK, make_pool
 
-from . import demo, settings
+from . import samples, settings
 from .progress import Bar
 
 EXIT: dict[type[Exception], int] = {InputError: 2, NotADirectoryError: 2, ModelError: 3, WorkerError: 4}
@@ -152,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             print("formcheck: fetching the sample clip (sports2d wheel, cached)...", file=sys.stderr)
-            video = str(demo.sample_video(cfg.sample_cache))
+            video = str(samples.fetch("sports2d_demo", cfg.sample_cache))
         else:
             video = args.video
         summary = run_analysis(video, args, cfg)
     except KeyboardInterrupt:
         print("formcheck: interrupted", file=sys.stderr)
         return 130
-    except (FormcheckError, demo.DemoError, OSError) as exc:
+    except (FormcheckError, samples.FetchError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
         code = next((c for k, c in EXIT.items() if isinstance(exc, k)), 1)

@@ -43,7 +43,8 @@ class ModelSpec:
     sha256: str
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -88,7 +89,7 @@ def build_full_bundle(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(f".tmp{os.getpid()}")
     model_asset_bundle_utils.create_model_asset_bundle(members, str(tmp))
-    digest = _sha256(tmp)
+    digest = sha256_file(tmp)
     os.replace(tmp, dest)
     dest.with_suffix(".sha256").write_text(digest + "\n")
     return dest
@@ -142,12 +143,12 @@ def full_model(cache_dir: Path) -> ModelSpec:
     sidecar = path.with_suffix(".sha256")
     if not path.is_file() or not sidecar.is_file():
         build_full_bundle(path)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     expected = sidecar.read_text().strip()
     if digest != expected:
         # A corrupt cache entry is ours to repair, not the user's problem.
         build_full_bundle(path)
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != sidecar.read_text().strip():
             raise ModelError(f"model cache {path} fails its checksum even after a rebuild")
     validate_bundle(path)
@@ -158,7 +159,7 @@ def user_model(path: Path) -> ModelSpec:
     """A user-supplied official ``.task`` file (lite, full or heavy)."""
     path = path.expanduser().resolve()
     validate_bundle(path)
-    return ModelSpec(id=f"{path.stem}-{content_id(path)[:12]}", path=path, sha256=_sha256(path))
+    return ModelSpec(id=f"{path.stem}-{content_id(path)[:12]}", path=path, sha256=sha256_file(path))
 
 
 def resolve(model: str | None, cache_dir: Path) -> ModelSpec:

@@ -1,6 +1,6 @@
 """Small builders and checks shared by the CLI-level suites (no fixtures here; see conftest.py).
 
-- ``load_fetch_samples``: import ``scripts/fetch_samples.py`` (scripts/ is not a package).
+- ``load_fetch_samples``: the sample fetcher, ``api.samples`` (``scripts/fetch_samples.py`` is its CLI).
 - Video builders over OpenCV: ``read_frames``, ``write_video``, ``cut_clip``.
 - Label readers for the dev set: ``label``, ``events``.
 - CLI output checks: ``meaningful_lines`` (drops MediaPipe/FFmpeg/progress noise),
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import gc
-import importlib.util
 import json
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,15 +42,9 @@ class CliResult(NamedTuple):
 
 
 def load_fetch_samples() -> ModuleType:
-    name = "fetch_samples"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "fetch_samples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    import api.samples
+
+    return api.samples
 
 
 @contextmanager

@@ -15,6 +15,8 @@ import cv2
 import pytest
 from helpers import CliResult, check_summary, cut_clip, events, label, load_fetch_samples, parse_json_stdout, within
 
+from models.registry import sha256_file
+
 SQUAT = "squat_kaiakol_1.mp4"
 JACKS = "jumpingjack_ahmedlila_1.mp4"
 
@@ -151,7 +153,7 @@ def test_fetch_samples_is_idempotent(samples: dict[str, Path]) -> None:
     assert again == samples
     assert {name: path.stat().st_mtime_ns for name, path in again.items()} == stamps, "nothing re-fetched"
     for name, path in samples.items():
-        assert path.name == fs.SAMPLES[name].file and fs._sha256(path) == fs.SAMPLES[name].sha256
+        assert path.name == fs.SAMPLES[name].file and sha256_file(path) == fs.SAMPLES[name].sha256
 
 
 def test_fetch_samples_replaces_a_damaged_copy(tmp_path: Path) -> None:
@@ -159,7 +161,7 @@ def test_fetch_samples_replaces_a_damaged_copy(tmp_path: Path) -> None:
     damaged = tmp_path / fs.SAMPLES["sports2d_demo"].file
     damaged.write_bytes(b"half a video")
     assert fs.fetch("sports2d_demo", tmp_path) == damaged
-    assert fs._sha256(damaged) == fs.SAMPLES["sports2d_demo"].sha256
+    assert sha256_file(damaged) == fs.SAMPLES["sports2d_demo"].sha256
     assert sorted(p.name for p in tmp_path.iterdir()) == [damaged.name], "no wheel or temp dir left behind"
     cap = cv2.VideoCapture(str(damaged))
     try:
