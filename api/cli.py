@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -18,13 +17,11 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.analyze import analyze, resolve_model
+from pipeline.analyze import analyze, infer_options, resolve_model
 from pipeline.config import AUTO, AnalysisConfig
-from pipeline.decode import probe
 from pipeline.errors import FormcheckError, InputError, ModelError, WorkerError
 from pipeline.exercises import GENERIC, NAMES
-from pipeline.infer import InferOptions
-from pipeline.pool import MIN_CHUNK, make_pool
+from pipeline.pool import make_pool, terminate
 
 from . import samples, settings
 from .progress import Bar
@@ -78,12 +75,13 @@ def _common(p: argparse.ArgumentParser, cfg: settings.Settings, default_out: str
                    help="people to look for per frame, 1..6 (the subject is chosen among them)")
     p.add_argument("--max-side", type=int, default=cfg.max_side, help="downscale longer side before inference")
     p.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result and frame caches")
 
 
 def _config(args: argparse.Namespace, cfg: settings.Settings) -> AnalysisConfig:
     return AnalysisConfig(
         model_cache=cfg.model_cache, exercise=args.exercise, fps=args.fps, max_side=args.max_side,
-        workers=args.workers, model=args.model, num_poses=args.people,
+        workers=args.workers, model=args.model, num_poses=args.people, cache=cfg.cache(not args.no_cache),
     )
 
 
@@ -93,28 +91,25 @@ def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -
     conf = _config(args, cfg)
     if args.out is not None:
         outputs.check_dir(args.out)  # a bad --out fails before the analysis, creating nothing
-    info = probe(video)  # fail fast on bad input, before any pool starts
     model = resolve_model(conf)
-    frames = math.ceil(info.frames / conf.stride(info.fps))
-    use_pool = conf.workers > 1 and frames >= 2 * MIN_CHUNK
-    pool: Executor | None = make_pool(conf.workers, InferOptions(str(model.path), conf.num_poses)) if use_pool else None
+    # processes start on the first chunk submitted: a cache hit or a one-chunk clip never spawns them
+    pool: Executor | None = make_pool(conf.workers, infer_options(conf, model)) if conf.workers > 1 else None
     try:
         result = analyze(video, conf, pool, Bar("analyzing"))
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        terminate(pool)  # a failed or interrupted analysis must not wait for busy workers
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
     summary = result.summary
     if args.out is not None:
-        if args.no_video:
-            outputs.ensure_dir(args.out)
-            (args.out / "analysis.json").write_text(json.dumps(summary, indent=2))
-            paths = {"json": args.out / "analysis.json"}
-            paths["csv"] = outputs.write_angles_csv(result, args.out / "angles.csv")
-            paths["png"] = outputs.write_reps_png(result, args.out / "reps.png")
-        else:
-            paths = outputs.write_all(result, args.out, Bar("rendering"))
+        paths = outputs.write_all(result, args.out, Bar("rendering"), video=not args.no_video)
         summary = {**summary, "outputs": {k: str(v) for k, v in paths.items()}}
     return summary
+
+
+def _fmt(x: object, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def _human(s: dict[str, object]) -> str:
@@ -128,8 +123,8 @@ def _human(s: dict[str, object]) -> str:
         faults = ", ".join(r["faults"]) or "-"
         lines.append(
             f"  #{r['index']:<2} {r['start_s']:6.2f}-{r['end_s']:6.2f}s  turn {r['peak_s']:6.2f}s  "
-            f"ROM {r['rom_deg']:5.1f}°  down {r['eccentric_s']:.2f}s pause {r['pause_s']:.2f}s "
-            f"up {r['concentric_s']:.2f}s  faults: {faults}"
+            f"ROM {_fmt(r['rom_deg'], '5.1f')}°  eccentric {_fmt(r['eccentric_s'])}s pause {_fmt(r['pause_s'])}s "
+            f"concentric {_fmt(r['concentric_s'])}s  faults: {faults}"
         )
     fat = s.get("fatigue") or {}
     if isinstance(fat, dict) and fat.get("tempo_drift_pct") is not None:
@@ -171,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"formcheck: unexpected error ({type(exc).__name__}): {exc} (rerun with --debug)", file=sys.stderr)
         return 1
     if args.json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.write(json.dumps(summary, allow_nan=False) + "\n")
     else:
         print(_human(summary))
     return 0

@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from api import settings
-from pipeline.analyze import finish, infer_pose, resolve_model
+from pipeline.analyze import finish, infer_options, infer_pose, resolve_model
 from pipeline.config import AUTO, AnalysisConfig
 from pipeline.errors import FormcheckError
-from pipeline.infer import InferOptions
 from pipeline.pool import make_pool
 
 TOL_S = 0.25
@@ -174,7 +173,7 @@ def evaluate_clip(
     path: Path, row: dict[str, str], events: list[Event] | None, cfg: AnalysisConfig, pool: Executor | None
 ) -> ClipResult:
     """Infer once, finish with the labeled exercise and with auto detection."""
-    info, pose, model, stride, wall_s, infer_s = infer_pose(str(path), cfg, pool)
+    info, pose, model, stride, wall_s, infer_s, _ = infer_pose(str(path), cfg, pool)
     tol = TOL_S * float(row.get("fps") or info.fps)
     res: dict[str, ModeResult] = {}
     summ: dict[str, Any] = {}
@@ -193,7 +192,7 @@ def run(data: Path, workers: int, fps: float) -> list[ClipResult]:
     labels, events = load(data)
     cfg = AnalysisConfig(model_cache=settings.load().model_cache, fps=fps, workers=workers)
     model = resolve_model(cfg)
-    pool = make_pool(workers, InferOptions(str(model.path), cfg.num_poses)) if workers > 1 else None
+    pool = make_pool(workers, infer_options(cfg, model)) if workers > 1 else None
     out = []
     try:
         for k, row in enumerate(labels, 1):

@@ -1,6 +1,6 @@
 """Pose model registry.
 
-Three kinds of model, all run through MediaPipe's Tasks ``PoseLandmarker``:
+Two kinds of model, both run through MediaPipe's Tasks ``PoseLandmarker``:
 
 - ``full`` (default): the full-complexity pose weights that ship inside the
   ``mediapipe==0.10.21`` wheel. The Tasks API needs image-input metadata in the
@@ -15,9 +15,12 @@ Errors name the file and say what was expected (:class:`ModelError`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +85,22 @@ def build_full_bundle(dest: Path) -> Path:
     from mediapipe.tasks.python.metadata.metadata_writers import model_asset_bundle_utils
 
     det, lmk = _bundled_tflite()
-    members = {
-        BUNDLE_MEMBERS[0]: _with_image_metadata(det, 127.5, 127.5, "pose_detector"),
-        BUNDLE_MEMBERS[1]: _with_image_metadata(lmk, 0.0, 255.0, "pose_landmarks_detector"),
-    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(f".tmp{os.getpid()}")
-    model_asset_bundle_utils.create_model_asset_bundle(members, str(tmp))
+    try:
+        members = {
+            BUNDLE_MEMBERS[0]: _with_image_metadata(det, 127.5, 127.5, "pose_detector"),
+            BUNDLE_MEMBERS[1]: _with_image_metadata(lmk, 0.0, 255.0, "pose_landmarks_detector"),
+        }
+        model_asset_bundle_utils.create_model_asset_bundle(members, str(tmp))
+    except Exception as exc:  # the metadata writer raises assorted types
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"could not build the pose model bundle at {dest}: {type(exc).__name__}: {exc}") from exc
     digest = sha256_file(tmp)
+    side_tmp = dest.with_suffix(f".sha256.tmp{os.getpid()}")
+    side_tmp.write_text(digest + "\n")
     os.replace(tmp, dest)
-    dest.with_suffix(".sha256").write_text(digest + "\n")
+    os.replace(side_tmp, dest.with_suffix(".sha256"))
     return dest
 
 
@@ -138,8 +147,28 @@ def content_id(path: Path) -> str:
 
 
 def full_model(cache_dir: Path) -> ModelSpec:
-    """The default model: build (once) and checksum-verify the bundled full model."""
+    """The default model: build (once) and checksum-verify the bundled full model.
+
+    Builds hold an exclusive lock on the cache folder, so processes starting together
+    build it once and never see a half-written bundle or a mismatched checksum.
+    """
     path = cache_dir / f"pose_landmarker_full_mp0.10.21_v{_BUILD_VERSION}.task"
+    with _locked(cache_dir):
+        return _verified_full(path)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _verified_full(path: Path) -> ModelSpec:
     sidecar = path.with_suffix(".sha256")
     if not path.is_file() or not sidecar.is_file():
         build_full_bundle(path)

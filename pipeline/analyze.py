@@ -5,32 +5,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
 from concurrent.futures import Executor
+from typing import NamedTuple
 
 import numpy as np
 
 from models import registry
 
-from . import angles, classify, measures
+from . import __version__, angles, classify, measures
 from . import reps as R
+from .cache import TieredCache, shared
+from .cache.keys import file_digest, file_key
 from .config import AUTO, AnalysisConfig
-from .decode import probe
-from .errors import InvalidParameter, ModelError
+from .decode import check_file, probe
+from .errors import ModelError
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult, InferOptions
 from .pool import Progress, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, VideoInfo
+from .serialize import analysis_from_bytes, analysis_to_bytes
 from .subject import select
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MIN_SCORE = 0.2  # auto detection below this falls back to the generic counter
-MAX_PIXELS = 8192 * 8192
 
 
 def resolve_model(cfg: AnalysisConfig) -> registry.ModelSpec:
@@ -40,45 +44,96 @@ def resolve_model(cfg: AnalysisConfig) -> registry.ModelSpec:
         raise ModelError(str(exc)) from None
 
 
+def infer_options(cfg: AnalysisConfig, model: registry.ModelSpec) -> InferOptions:
+    """The inference options for ``cfg`` (also what a pool's workers warm up with)."""
+    return InferOptions(str(model.path), num_poses=cfg.num_poses, model_id=model.id)
+
+
 def stitch(results: list[ChunkResult]) -> tuple[np.ndarray, ...]:
     cat = [np.concatenate([getattr(r, a) for r in results]) for a in ("frame", "t", "xy", "visibility", "world")]
     return tuple(cat)
 
 
+class Inferred(NamedTuple):
+    """What :func:`infer_pose` hands to :func:`finish`."""
+
+    info: VideoInfo
+    pose: PoseSeries
+    model: registry.ModelSpec
+    stride: int
+    wall_s: float
+    infer_s: float
+    frame_cache: dict[str, int]
+
+
 def infer_pose(
     path: str, cfg: AnalysisConfig, executor: Executor | None = None, progress: Progress | None = None
-) -> tuple[VideoInfo, PoseSeries, registry.ModelSpec, int, float, float]:
+) -> Inferred:
     """The inference half of :func:`analyze`: probe, run the model, stitch, select the subject.
 
-    Returns (info, pose, model, stride, wall_s, infer_s) ready for :func:`finish`, so a caller
-    can infer once and finish several times (e.g. with different exercises).
+    Ready for :func:`finish`, so a caller can infer once and finish several times (e.g. with
+    different exercises). Frames seen before (same pixels, model, parameters) come from the cache.
     """
     t0 = time.perf_counter()
     info = probe(path)
-    if info.width * info.height > MAX_PIXELS:
-        raise InvalidParameter(
-            f"{path!r} is {info.width}x{info.height}: expected at most {MAX_PIXELS} pixels per frame"
-        )
     model = resolve_model(cfg)
     stride = cfg.stride(info.fps)
-    opts = InferOptions(str(model.path), num_poses=cfg.num_poses)
+    opts = infer_options(cfg, model)
     workers = cfg.workers if executor is not None else 1
-    jobs = plan_chunks(info, stride, workers, cfg.max_side, opts)
+    jobs = plan_chunks(info, stride, workers, cfg.max_side, opts, cfg.cache)
+    if len(jobs) == 1:
+        executor = None  # one chunk: starting worker processes costs more than it saves
     total = math.ceil(info.frames / stride)
     results = run_chunks(jobs, executor, total, progress)
     frame, t, xy, vis, world = stitch(results)
     size = next((r.size for r in results if r.size[1]), (info.width, info.height))
     pose = select(frame, t, xy, vis, world, size[0] / max(size[1], 1))
     infer_s = sum(r.infer_s for r in results)
-    return info, pose, model, stride, time.perf_counter() - t0, infer_s
+    hits = sum(r.cache_hits for r in results)
+    frame_stats = {"hits": hits, "misses": sum(r.cache_misses for r in results)}
+    return Inferred(info, pose, model, stride, time.perf_counter() - t0, infer_s, frame_stats)
+
+
+def result_key(path: str, cfg: AnalysisConfig, model: registry.ModelSpec) -> str:
+    """Cache key of a whole analysis: the file's bytes and every parameter that changes the answer."""
+    params = {"v": __version__, "schema": SCHEMA_VERSION, "exercise": cfg.exercise, "fps": cfg.fps,
+              "max_side": cfg.max_side, "num_poses": cfg.num_poses, "model": model.id}
+    return file_key(file_digest(path), params)
 
 
 def analyze(
     path: str, cfg: AnalysisConfig, executor: Executor | None = None, progress: Progress | None = None
 ) -> Analysis:
-    """Analyze one clip. ``executor`` runs inference chunks (None: in this process)."""
-    info, pose, model, stride, wall_s, infer_s = infer_pose(path, cfg, executor, progress)
-    return finish(info, pose, cfg, model, stride, wall_s, infer_s)
+    """Analyze one clip. ``executor`` runs inference chunks (None: in this process).
+
+    With ``cfg.cache``, the same bytes analyzed with the same parameters return the stored
+    result without decoding (``summary["cache"]["result"] == "hit"``).
+    """
+    t0 = time.perf_counter()
+    check_file(path)
+    model = resolve_model(cfg)
+    cache = shared(cfg.cache) if cfg.cache is not None else None
+    key = result_key(path, cfg, model) if cache is not None else ""
+    if cache is not None and (stored := cache.get(key)) is not None:
+        return _replay(analysis_from_bytes(stored), path, time.perf_counter() - t0, cache)
+    inferred = infer_pose(path, cfg, executor, progress)
+    result = finish(inferred.info, inferred.pose, cfg, model, inferred.stride, inferred.wall_s, inferred.infer_s)
+    report: dict[str, object] = {"result": "miss" if cache is not None else "off", "frames": inferred.frame_cache}
+    result.summary["cache"] = report
+    if cache is not None:
+        cache.put(key, analysis_to_bytes(result))
+        report["tiers"] = cache.stats()
+    return result
+
+
+def _replay(stored: Analysis, path: str, wall_s: float, cache: TieredCache) -> Analysis:
+    """A cached analysis, re-pointed at this file (same bytes, maybe another name)."""
+    summary = dict(stored.summary)
+    summary["file"] = {**summary["file"], "name": os.path.basename(path)}  # type: ignore[dict-item]
+    summary["timing"] = {"wall_s": round(wall_s, 4), "fps": None, "infer_s": 0.0}
+    summary["cache"] = {"result": "hit", "tiers": cache.stats()}
+    info = dataclasses.replace(stored.info, path=path)
+    return dataclasses.replace(stored, info=info, summary=summary)
 
 
 GENERIC_ANGLES = ("knee", "hip", "elbow", "shoulder", "trunk_lean", "leg_spread", "body_line")
@@ -140,7 +195,7 @@ def finish(
 ) -> Analysis:
     t0 = time.perf_counter()
     raw, vis = angles.compute_raw(pose)
-    table = angles.compute(pose)
+    table = angles.gate(raw, vis)
     ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis)
     posture = raw[:, angles.NAMES.index("trunk_lean")]
     seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)

@@ -2,8 +2,8 @@
 
 Virtual landmarks extend MediaPipe's 33: the shoulder and hip midpoints and a
 point straight above the hip midpoint, so trunk lean and leg spread are angles
-like any other. Angles are computed on 3D world landmarks (view-independent)
-except those marked ``image``, which need the image's vertical.
+like any other. Angles are computed on MediaPipe's 3D world landmarks, which
+makes them independent of the camera view (their y axis points down).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class JointAngle:
     a: int
     b: int  # vertex
     c: int
-    image: bool = False  # measured in the image plane (needs the vertical)
 
 
 ANGLES: tuple[JointAngle, ...] = (
@@ -66,21 +65,21 @@ def _visibility(angle: JointAngle, vis: np.ndarray) -> np.ndarray:
 
 def compute(pose: PoseSeries, visible: float = VISIBLE) -> AngleTable:
     """All angles of :data:`ANGLES` per frame; NaN where a landmark is not visible enough."""
-    raw, vis = compute_raw(pose)
+    return gate(*compute_raw(pose), visible)
+
+
+def gate(raw: np.ndarray, vis: np.ndarray, visible: float = VISIBLE) -> AngleTable:
+    """The angle table with angles whose landmarks are seen less than ``visible`` set to NaN."""
     return AngleTable(NAMES, np.where(vis >= visible, raw, np.nan))
+
+
+TRIPLES = np.array([(a.a, a.b, a.c) for a in ANGLES], np.int64)
 
 
 def compute_raw(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:
     """Ungated angles (n, m) degrees and their visibility (n, m): the least visible landmark."""
     n = len(pose)
     world = _extend(pose.world.astype(np.float64), np.array([0.0, -1.0, 0.0]))
-    image = _extend(pose.xy_units(), np.array([0.0, -1.0]))
-    out = np.full((n, len(ANGLES)), np.nan)
-    for space, pts in ((False, world), (True, image)):
-        cols = [j for j, a in enumerate(ANGLES) if a.image == space]
-        if not cols or n == 0:
-            continue
-        triples = np.array([(ANGLES[j].a, ANGLES[j].b, ANGLES[j].c) for j in cols], np.int64)
-        out[:, cols] = kernels.joint_angles(np.ascontiguousarray(pts), triples)
+    out = kernels.joint_angles(np.ascontiguousarray(world), TRIPLES) if n else np.zeros((0, len(ANGLES)))
     vis = np.stack([_visibility(a, pose.visibility) for a in ANGLES], axis=1) if n else np.zeros((0, len(ANGLES)))
     return out, vis.astype(np.float64)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import CacheConfig
 from .errors import InvalidParameter
 from .exercises import GENERIC, NAMES
 
@@ -18,7 +20,8 @@ class AnalysisConfig:
     max_side: longest side in pixels before inference (0: no downscale).
     workers: inference processes; model: None/'full' or a path to a .task file.
     num_poses: people MediaPipe looks for per frame (the subject is chosen among them).
-    model_cache: where built model bundles are kept."""
+    model_cache: where built model bundles are kept.
+    cache: result and frame caches (None: compute everything)."""
 
     model_cache: Path
     exercise: str = AUTO
@@ -27,6 +30,7 @@ class AnalysisConfig:
     workers: int = 2
     model: str | None = None
     num_poses: int = 1
+    cache: CacheConfig | None = None
 
     def __post_init__(self) -> None:
         allowed = (AUTO, GENERIC, *NAMES)
@@ -45,4 +49,4 @@ class AnalysisConfig:
         """Frame stride that brings ``clip_fps`` down to at most ``fps`` (1 when fps is 0)."""
         if self.fps <= 0 or clip_fps <= self.fps:
             return 1
-        return max(1, int(clip_fps // self.fps))
+        return max(1, math.ceil(clip_fps / self.fps - 1e-9))

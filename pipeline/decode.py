@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import CorruptVideo, EmptyInput, NotAVideo, VideoNotFound
+from .errors import CorruptVideo, EmptyInput, InvalidParameter, NotAVideo, VideoNotFound
 from .records import VideoInfo
 
 MAX_PIXELS = 8192 * 8192
@@ -31,14 +31,19 @@ class Frame:
     rgb: np.ndarray
 
 
-@contextmanager
-def open_capture(path: str) -> Iterator[cv2.VideoCapture]:
+def check_file(path: str) -> None:
+    """Raise unless ``path`` is a non-empty regular file (before anything opens or hashes it)."""
     if not os.path.exists(path):
         raise VideoNotFound(f"no file at {path!r}: expected a path to a video file")
     if os.path.isdir(path):
         raise NotAVideo(f"{path!r} is a directory: expected a video file")
     if os.path.getsize(path) == 0:
         raise EmptyInput(f"{path!r} is empty (0 bytes): expected a video file")
+
+
+@contextmanager
+def open_capture(path: str) -> Iterator[cv2.VideoCapture]:
+    check_file(path)
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
@@ -72,6 +77,11 @@ def probe(path: str) -> VideoInfo:
         frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+        claimed = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if claimed > MAX_PIXELS:
+            raise InvalidParameter(
+                f"{path!r} claims {claimed} pixels per frame: expected at most {MAX_PIXELS} (8192x8192)"
+            )
         ok, img = cap.read()
         if not ok or img is None:
             raise CorruptVideo(
@@ -105,6 +115,27 @@ def scale_for(width: int, height: int, max_side: int) -> float:
     return max_side / longest
 
 
+def _seek(cap: cv2.VideoCapture, start: int, fps: float) -> bool:
+    """Position ``cap`` so that frame ``start`` is grabbed; True when it already is.
+
+    OpenCV seeks by frame number assuming a constant rate; on a variable-rate file it
+    lands elsewhere. The grabbed frame's time is checked against ``start / fps``, and
+    on a mismatch the stream is decoded from its beginning instead.
+    """
+    if start <= 0:
+        return False
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    if cap.grab():
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if abs(t - start / fps) <= 0.5 / fps:
+            return True
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    for _ in range(start):
+        if not cap.grab():
+            break
+    return False
+
+
 def iter_frames(
     path: str,
     start: int = 0,
@@ -117,25 +148,23 @@ def iter_frames(
 
     Timestamps are the container's presentation times; where the backend has
     none, ``index / fps_hint``. Decoding stops quietly at the real end of the
-    stream (containers often over-report their frame count).
+    stream (containers often over- or under-report their frame count: pass
+    ``stop=None`` to read to the end).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     with open_capture(path) as cap:
-        if start > 0:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-            while pos < start and cap.grab():  # backend could not seek exactly
-                pos += 1
+        grabbed = _seek(cap, start, fps_hint)
         index = start
         last_t = -1.0
         while stop is None or index < stop:
+            if not grabbed and not cap.grab():
+                return
+            grabbed = False
             if (index - start) % stride:
-                if not cap.grab():
-                    return
                 index += 1
                 continue
-            ok, bgr = cap.read()
+            ok, bgr = cap.retrieve()
             if not ok or bgr is None:
                 return
             msec = cap.get(cv2.CAP_PROP_POS_MSEC)

@@ -6,7 +6,7 @@ a jumping jack) is the angle's maximum, ``-1`` when it is its minimum. Left and
 right components are combined per frame, weighted by landmark visibility, so an
 occluded side falls back to the visible one.
 
-Faults are rules over per-rep measures (see :mod:`pipeline.faults`).
+Faults are rules over per-rep measures (evaluated in :mod:`pipeline.measures`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Exercise:
     min_rom_deg: float  # smallest excursion of the combined signal that counts as a rep
     faults: tuple[Fault, ...]
     in_phase: tuple[str, ...] = ()  # paired angles whose sides move together in a rep (not gait)
+    eccentric_first: bool = True  # the rep starts by lowering (squat) rather than lifting (curl)
 
 
 def _lr(angle: str, direction: int, weight: float = 1.0) -> tuple[Component, Component]:
@@ -86,6 +87,7 @@ EXERCISES: dict[str, Exercise] = {
                 Fault("elbow_drift", "shoulder_max_deg", ">", 40.0, "upper arm swung forward more than 40 degrees"),
                 Fault("swinging", "trunk_lean_range_deg", ">", 12.0, "trunk swung more than 12 degrees during the rep"),
             ),
+            eccentric_first=False,
         ),
         Exercise(
             "shoulder_press", "elbow", _lr("elbow", 1) + _lr("shoulder", 1), ("shoulder", "trunk_lean"),
@@ -95,6 +97,7 @@ EXERCISES: dict[str, Exercise] = {
                 Fault("shallow_bottom", "primary_min_deg", ">", 100.0, "weights not lowered to shoulder level"),
                 Fault("back_arch", "trunk_lean_max_deg", ">", 15.0, "leaned back more than 15 degrees"),
             ),
+            eccentric_first=False,
         ),
         Exercise(
             "jumping_jack", "shoulder", _lr("shoulder", 1) + (Component("leg_spread", 1, 0.5),),
@@ -103,6 +106,7 @@ EXERCISES: dict[str, Exercise] = {
                 Fault("arms_not_overhead", "primary_max_deg", "<", 140.0, "arms did not reach overhead"),
                 Fault("narrow_legs", "leg_spread_max_deg", "<", 25.0, "legs did not open past 25 degrees"),
             ),
+            eccentric_first=False,
         ),
         Exercise(
             "pullup", "elbow", _lr("elbow", -1), ("shoulder", "knee"),
@@ -112,6 +116,7 @@ EXERCISES: dict[str, Exercise] = {
                 Fault("no_dead_hang", "primary_max_deg", "<", 150.0, "arms not extended at the bottom"),
                 Fault("kipping", "knee_range_deg", ">", 45.0, "legs swung (knee angle range over 45 degrees)"),
             ),
+            eccentric_first=False,
         ),
         Exercise(
             "situp", "hip", _lr("hip", -1), ("knee", "trunk_lean"),
@@ -120,6 +125,7 @@ EXERCISES: dict[str, Exercise] = {
                 Fault("partial_situp", "primary_min_deg", ">", 100.0, "trunk not raised past 100 degrees hip angle"),
                 Fault("feet_lift", "knee_range_deg", ">", 30.0, "knees moved more than 30 degrees (feet lifting)"),
             ),
+            eccentric_first=False,
         ),
     )
 }

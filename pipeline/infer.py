@@ -1,4 +1,5 @@
-"""Infer stage: MediaPipe pose on one chunk of a clip. The only module that imports mediapipe.
+"""Infer stage: MediaPipe pose on one chunk of a clip. The only pipeline module that imports mediapipe
+(``models/registry.py`` uses its metadata writer to build the model bundle).
 
 A worker process loads the model once (``load``) and keeps it for every chunk it
 is given. Each chunk is decoded by the worker itself (no frames cross process
@@ -12,13 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
 
-from .decode import iter_frames
+from .cache import CacheConfig, TieredCache, shared
+from .cache.keys import frame_key
+from .decode import Frame, iter_frames
 from .errors import ModelError
 from .records import N_LANDMARKS
+from .serialize import frame_from_bytes, frame_to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 class InferOptions:
     model_path: str
     num_poses: int = 1
+    model_id: str = ""
     min_detection: float = 0.5
     min_presence: float = 0.5
     min_tracking: float = 0.5
@@ -34,16 +41,18 @@ class InferOptions:
 
 @dataclass(frozen=True, slots=True)
 class ChunkJob:
-    """Frames ``start <= i < stop`` (every ``stride``) of ``path``; decode from ``lead_start``."""
+    """Frames ``start <= i < stop`` (every ``stride``; ``stop=None``: to the end) of ``path``;
+    decoding begins at ``lead_start`` (on the same stride grid) so tracking has re-acquired."""
 
     path: str
     start: int
-    stop: int
+    stop: int | None
     lead_start: int
     stride: int
     max_side: int
     fps_hint: float
     options: InferOptions
+    cache: CacheConfig | None = None  # per-frame landmark cache (None: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +73,14 @@ class ChunkResult:
     size: tuple[int, int]
     infer_s: float
     pid: int
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 _LANDMARKER: object | None = None
 _LOADED: InferOptions | None = None
 _CLOCK_MS = 0  # this process's landmarker timeline; VIDEO mode needs it strictly increasing
+WORKER_MEMORY_CACHE = 64 << 20  # per-process memory tier for frame landmarks
 
 
 def load(options: InferOptions) -> object:
@@ -112,8 +124,8 @@ def warm(options: InferOptions) -> int:
     global _CLOCK_MS
     try:
         lm = load(options)
-    except ModelError:  # leave the worker alive: run_chunk raises it again, to the caller
-        log.exception("could not warm the pose model")
+    except ModelError as exc:  # leave the worker alive: run_chunk raises it again, to the caller
+        log.warning("could not warm the pose model: %s", exc)
         return os.getpid()
     blank = np.zeros((64, 64, 3), np.uint8)
     _CLOCK_MS += 1000
@@ -121,11 +133,41 @@ def warm(options: InferOptions) -> int:
     return os.getpid()
 
 
-def run_chunk(job: ChunkJob) -> ChunkResult:
+def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tuple[np.ndarray, ...]:
+    """Run the landmarker on one frame: (xy (k,33,2), visibility (k,33), world (k,33,3))."""
     import mediapipe as mp
 
     global _CLOCK_MS
+    _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(t * 1000)))
+    image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+    res = lm.detect_for_video(image, _CLOCK_MS)  # type: ignore[attr-defined]
+    xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
+    v = np.zeros((k, N_LANDMARKS), np.float32)
+    w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)
+    for p, (lms, wlms) in enumerate(zip(res.pose_landmarks, res.pose_world_landmarks, strict=True)):
+        if p >= k:
+            break
+        xy[p] = [(q.x, q.y) for q in lms]
+        v[p] = [q.visibility if q.visibility is not None else 0.0 for q in lms]
+        w[p] = [(q.x, q.y, q.z) for q in wlms]
+    return xy, v, w
+
+
+def run_chunk(job: ChunkJob) -> ChunkResult:
+    """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
     lm = load(job.options)
+    cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
+    frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint)
+    with closing(frames_in):  # the capture is released even if inference raises
+        chunk = _infer_frames(frames_in, job, lm, cache)
+    return chunk
+
+
+def _infer_frames(
+    frames_in: Iterator[Frame], job: ChunkJob, lm: object, cache: TieredCache | None
+) -> ChunkResult:
+    params = {"model": job.options.model_id or job.options.model_path, "k": job.options.num_poses,
+              "det": job.options.min_detection, "pres": job.options.min_presence, "trk": job.options.min_tracking}
     # One landmarker per process, reused across chunks: each chunk continues this
     # process's clock after a gap; the lead-in frames let the tracker re-acquire.
     base_ms = _CLOCK_MS + 10_000
@@ -133,24 +175,23 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
     frames, ts, xys, vis, worlds = [], [], [], [], []
     size = (0, 0)
     infer_s = 0.0
-    for fr in iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint):
+    hits = misses = 0
+    for fr in frames_in:
         size = (fr.rgb.shape[1], fr.rgb.shape[0])
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=fr.rgb)
-        t0 = time.perf_counter()
-        _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(fr.t * 1000)))
-        res = lm.detect_for_video(image, _CLOCK_MS)  # type: ignore[attr-defined]
-        infer_s += time.perf_counter() - t0
+        key = frame_key(fr.rgb, params) if cache is not None else ""
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            xy, v, w = frame_from_bytes(cached)
+            hits += 1
+        else:
+            t0 = time.perf_counter()
+            xy, v, w = _detect(lm, fr.rgb, k, base_ms, fr.t)
+            infer_s += time.perf_counter() - t0
+            misses += 1
+            if cache is not None:
+                cache.put(key, frame_to_bytes(xy, v, w))
         if fr.index < job.start:
             continue
-        xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
-        v = np.zeros((k, N_LANDMARKS), np.float32)
-        w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)
-        for p, (lms, wlms) in enumerate(zip(res.pose_landmarks, res.pose_world_landmarks, strict=True)):
-            if p >= k:
-                break
-            xy[p] = [(q.x, q.y) for q in lms]
-            v[p] = [q.visibility if q.visibility is not None else 0.0 for q in lms]
-            w[p] = [(q.x, q.y, q.z) for q in wlms]
         frames.append(fr.index)
         ts.append(fr.t)
         xys.append(xy)
@@ -167,4 +208,6 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
         size=size,
         infer_s=infer_s,
         pid=os.getpid(),
+        cache_hits=hits,
+        cache_misses=misses,
     )

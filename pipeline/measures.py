@@ -93,11 +93,17 @@ def measure_reps(
         faults = rep_faults(ex, table, vis, a, b, asym)
         amp = float(signal[p] - np.nanmin(signal[a : b + 1]))
         conf = float(np.clip(np.mean(pvis[a : b + 1]), 0, 1) * min(1.0, amp / (1.5 * ex.min_rom_deg)))
-        ecc, pause, conc, rom, vel = (float(v) for v in phases[i])
+        first, pause, second, rom, vel = (float(v) for v in phases[i])
+        ecc, conc = (first, second) if ex.eccentric_first else (second, first)
+        secondary = tuple(
+            (name, rep_measure(f"{name}_min_deg", table, vis, ex.primary, a, b),
+             rep_measure(f"{name}_max_deg", table, vis, ex.primary, a, b))
+            for name in ex.secondary
+        )
         out.append(Rep(
             index=i + 1, start_s=float(t[a]), peak_s=float(t[p]), end_s=float(t[b]),
             rom_deg=rom if np.isfinite(rom) else amp, eccentric_s=ecc, pause_s=pause, concentric_s=conc,
-            peak_velocity_dps=vel, asymmetry_deg=asym, confidence=conf, faults=faults,
+            peak_velocity_dps=vel, asymmetry_deg=asym, confidence=conf, faults=faults, secondary=secondary,
         ))
     return tuple(out)
 
@@ -105,7 +111,7 @@ def measure_reps(
 def fatigue(reps: tuple[Rep, ...]) -> dict[str, object]:
     """Tempo drift and range-of-motion loss: last third of the set against the first third."""
     if len(reps) < 3:
-        return {"tempo_drift_pct": None, "rom_loss_pct": None, "flags": [], "reason": "fewer than 3 reps"}
+        return {"tempo_drift_pct": None, "rom_loss_pct": None, "flags": [], "reason": "needs at least 3 reps"}
     k = max(1, len(reps) // 3)
     dur = np.array([r.end_s - r.start_s for r in reps])
     rom = np.array([r.rom_deg for r in reps])
@@ -116,4 +122,5 @@ def fatigue(reps: tuple[Rep, ...]) -> dict[str, object]:
         flags.append("tempo_slowing")
     if loss > 15:
         flags.append("rom_loss")
-    return {"tempo_drift_pct": round(float(drift), 1), "rom_loss_pct": round(float(loss), 1), "flags": flags}
+    return {"tempo_drift_pct": round(float(drift), 1), "rom_loss_pct": round(float(loss), 1), "flags": flags,
+            "reason": None}

@@ -15,9 +15,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-
-from .errors import WorkerError
+from .cache import CacheConfig
+from .errors import FormcheckError, WorkerError
 from .infer import ChunkJob, ChunkResult, InferOptions, run_chunk, warm
 from .records import VideoInfo
 
@@ -39,20 +38,32 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
     )
 
 
+def terminate(executor: Executor | None) -> None:
+    """Stop a process pool now, killing busy workers (a hung chunk would block ``shutdown``)."""
+    if isinstance(executor, ProcessPoolExecutor):
+        for proc in list((getattr(executor, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def plan_chunks(
-    info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions
+    info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions,
+    cache: CacheConfig | None = None,
 ) -> list[ChunkJob]:
+    """Split the clip into chunks on the stride grid; each decodes a lead-in first.
+
+    The last chunk reads to the real end of the stream (frame counts in headers lie).
+    """
     analyzed = math.ceil(info.frames / stride)
     # two chunks per worker balance the load; each extra chunk costs a lead-in
     n = max(1, min(workers * 2, analyzed // MIN_CHUNK)) if workers > 1 else 1
-    bounds = np.linspace(0, info.frames, n + 1).round().astype(int)
-    lead = int(round(LEAD_S * info.fps))
+    cuts = sorted({int(round(k * analyzed / n)) * stride for k in range(n)})  # on the stride grid
+    lead = math.ceil(LEAD_S * info.fps / stride) * stride
     jobs = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        a = int(a) - int(a) % stride  # keep the global stride grid
-        if a >= b:
-            continue
-        jobs.append(ChunkJob(info.path, a, int(b), max(0, a - lead), stride, max_side, info.fps, options))
+    for i, a in enumerate(cuts):
+        b = cuts[i + 1] if i + 1 < len(cuts) else None
+        jobs.append(ChunkJob(info.path, a, b, max(0, a - lead), stride, max_side, info.fps, options, cache))
     return jobs
 
 
@@ -72,7 +83,9 @@ def run_chunks(
     done = 0
     try:
         for i, fut in enumerate(futures):
-            frames = (jobs[i].stop - jobs[i].lead_start) / jobs[i].stride
+            last = jobs[i].stop
+            stop = last if last is not None else max(total * jobs[i].stride, jobs[i].start)
+            frames = (stop - jobs[i].lead_start) / jobs[i].stride
             results[i] = fut.result(timeout=CHUNK_TIMEOUT_S + CHUNK_FRAME_S * frames)
             done += len(results[i].frame)  # type: ignore[union-attr]
             if progress:
@@ -81,9 +94,20 @@ def run_chunks(
         for f in futures:
             f.cancel()
         raise WorkerError(f"an inference worker died while analyzing {jobs[0].path!r}: {exc}") from exc
+    except FormcheckError:
+        for f in futures:
+            f.cancel()
+        raise
+    except Exception as exc:  # a worker raised something we did not plan for: the job can be retried
+        for f in futures:
+            f.cancel()
+        raise WorkerError(
+            f"an inference worker failed on {jobs[0].path!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     except FutureTimeout:
         for f in futures:
             f.cancel()
+        terminate(executor)
         raise WorkerError(
             f"an inference worker did not finish its chunk of {jobs[0].path!r} in time: expected "
             f"under {CHUNK_TIMEOUT_S:.0f} s plus {CHUNK_FRAME_S} s per frame"

@@ -93,22 +93,29 @@ class Rep:
     asymmetry_deg: float | None
     confidence: float
     faults: tuple[str, ...] = field(default=())
+    secondary: tuple[tuple[str, float, float], ...] = field(default=())  # (angle, min, max) degrees
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready: rounded, and None where a measure could not be taken (never NaN)."""
         return {
             "index": self.index,
-            "start_s": round(self.start_s, 3),
-            "peak_s": round(self.peak_s, 3),
-            "end_s": round(self.end_s, 3),
-            "rom_deg": round(self.rom_deg, 1),
-            "eccentric_s": round(self.eccentric_s, 3),
-            "pause_s": round(self.pause_s, 3),
-            "concentric_s": round(self.concentric_s, 3),
-            "peak_velocity_dps": round(self.peak_velocity_dps, 1),
-            "asymmetry_deg": None if self.asymmetry_deg is None else round(self.asymmetry_deg, 1),
-            "confidence": round(self.confidence, 3),
+            "start_s": _num(self.start_s, 3),
+            "peak_s": _num(self.peak_s, 3),
+            "end_s": _num(self.end_s, 3),
+            "rom_deg": _num(self.rom_deg, 1),
+            "eccentric_s": _num(self.eccentric_s, 3),
+            "pause_s": _num(self.pause_s, 3),
+            "concentric_s": _num(self.concentric_s, 3),
+            "peak_velocity_dps": _num(self.peak_velocity_dps, 1),
+            "asymmetry_deg": _num(self.asymmetry_deg, 1),
+            "confidence": _num(self.confidence, 3),
             "faults": list(self.faults),
+            "secondary": {n: {"min_deg": _num(lo, 1), "max_deg": _num(hi, 1)} for n, lo, hi in self.secondary},
         }
+
+
+def _num(x: float | None, digits: int) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
 
 @dataclass(frozen=True, slots=True)

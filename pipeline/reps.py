@@ -1,7 +1,7 @@
 """Rep counting on a combined, clip-adaptive signal.
 
 Steps:
-1. combine: the exercise's angle components (left/right, primary/secondary), each
+1. combine: the exercise's angle components (left/right, and a supporting joint), each
    centred on its clip median and oriented so the turning point is a maximum,
    averaged per frame with MediaPipe visibility as weight; frames where too
    little is visible are NaN (visibility gates what is counted).

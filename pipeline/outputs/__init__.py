@@ -25,15 +25,17 @@ FILE_NAMES = {
 
 
 def write_all(
-    analysis: Analysis, out_dir: Path, progress: Progress | None = None
+    analysis: Analysis, out_dir: Path, progress: Progress | None = None, video: bool = True
 ) -> dict[str, Path]:
-    """Write every output into ``out_dir``; ``progress(done, total)`` follows the video frames."""
+    """Write every output into ``out_dir`` (``video=False``: all but annotated.mp4);
+    ``progress(done, total)`` follows the video frames."""
     out_dir = ensure_dir(Path(out_dir))
-    paths = {key: out_dir / name for key, name in FILE_NAMES.items()}
-    paths["json"].write_text(json.dumps(analysis.summary, indent=2), encoding="utf-8")
+    paths = {key: out_dir / name for key, name in FILE_NAMES.items() if video or key != "mp4"}
+    paths["json"].write_text(json.dumps(analysis.summary, indent=2, allow_nan=False), encoding="utf-8")
     write_angles_csv(analysis, paths["csv"])
     write_reps_png(analysis, paths["png"])
-    write_annotated_mp4(analysis, paths["mp4"], progress=progress)
+    if video:
+        write_annotated_mp4(analysis, paths["mp4"], progress=progress)
     return paths
 
 
