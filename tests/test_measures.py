@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 
 import builders as B
@@ -171,3 +173,33 @@ def test_fatigue_through_finish(depths: list[float], flags: list[str]) -> None:
 def test_fatigue_through_finish_with_two_reps() -> None:
     fat = B.finish(B.build(B.squat(2)), "squat").summary["fatigue"]
     assert fat["rom_loss_pct"] is None and fat["tempo_drift_pct"] is None
+
+
+def test_phases_follow_the_exercise_direction() -> None:
+    """A curl lifts first: the lift is concentric, the lowering eccentric (a squat is the reverse)."""
+    fps = 30.0
+    up = np.linspace(170, 40, 16)  # 0.5 s lift (elbow flexes)
+    hold = np.full(6, 40.0)
+    down = np.linspace(40, 170, 31)  # 1.0 s lowering
+    elbow = np.r_[np.full(10, 170.0), up, hold, down, np.full(10, 170.0)]
+    n = len(elbow)
+    raw = np.full((n, len(angles.NAMES)), np.nan)
+    raw[:, angles.NAMES.index("left_elbow")] = elbow
+    raw[:, angles.NAMES.index("right_elbow")] = elbow
+    vis = np.ones_like(raw)
+    table = angles.gate(raw, vis)
+    t = np.arange(n) / fps
+    reps = np.array([[9, 30, 63]], np.int64)
+    curl = measures.measure_reps(EXERCISES["bicep_curl"], table, vis, t, -elbow, reps)[0]
+    assert curl.concentric_s == pytest.approx(0.5, abs=0.1) and curl.eccentric_s == pytest.approx(1.0, abs=0.1)
+    d = curl.to_dict()
+    assert d["concentric_s"] < d["eccentric_s"]  # type: ignore[operator]
+
+
+def test_unmeasurable_values_are_null_in_json() -> None:
+    rep = Rep(1, 0.0, 1.0, 2.0, math.nan, math.nan, 0.1, math.nan, math.inf, None, 0.5, ("x",),
+              (("hip", math.nan, 120.0),))
+    d = rep.to_dict()
+    assert d["rom_deg"] is None and d["eccentric_s"] is None and d["peak_velocity_dps"] is None
+    assert d["secondary"] == {"hip": {"min_deg": None, "max_deg": 120.0}}
+    json.dumps(d, allow_nan=False)

@@ -1,0 +1,103 @@
+"""Chunk planning, seeking on variable-rate files, stride caps and failing or hung workers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from pipeline import decode, pool
+from pipeline.config import AnalysisConfig
+from pipeline.errors import WorkerError
+from pipeline.infer import ChunkJob, InferOptions
+from pipeline.records import VideoInfo
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def vfr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 frames: the first 120 at 30 fps, then 1/15 s apart (the header's count and rate are averages)."""
+    d = tmp_path_factory.mktemp("vfr")
+    base, out = d / "base.mp4", d / "vfr.mp4"
+    run = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y"]
+    subprocess.run([*run, "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-t", "8", "-c:v", "libx264",
+                    "-g", "30", "-pix_fmt", "yuv420p", str(base)], check=True, timeout=60)
+    subprocess.run([*run, "-i", str(base), "-vf", "setpts='if(lt(N,120),N/30/TB,(120+(N-120)*2)/30/TB)'",
+                    "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", str(out)],
+                   check=True, timeout=60)
+    return out
+
+
+def _info(path: Path, frames: int, fps: float) -> VideoInfo:
+    return VideoInfo(str(path), frames, fps, 160, 120, 0, path.stat().st_size)
+
+
+@pytest.mark.parametrize("start", [0, 50, 119, 121, 200])
+def test_seeking_a_variable_rate_file_gives_the_same_frames_as_reading_through(vfr: Path, start: int) -> None:
+    info = decode.probe(str(vfr))
+    full = [(f.index, round(f.t, 4)) for f in decode.iter_frames(str(vfr), fps_hint=info.fps)]
+    assert len(full) == 240
+    part = [(f.index, round(f.t, 4)) for f in decode.iter_frames(str(vfr), start, start + 20, fps_hint=info.fps)]
+    assert part == full[start : start + 20]
+
+
+@pytest.mark.parametrize(("frames", "stride", "workers"), [
+    (900, 1, 2), (900, 2, 2), (901, 3, 2), (100, 1, 4), (50, 2, 2),
+])
+def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, workers: int) -> None:
+    info = VideoInfo("x.mp4", frames, 30.0, 64, 64, 0, 1)
+    jobs = pool.plan_chunks(info, stride, workers, 0, InferOptions("m"))
+    assert jobs[0].start == 0 and jobs[-1].stop is None, "the last chunk reads to the real end"
+    for a, b in zip(jobs, jobs[1:], strict=False):
+        assert a.stop == b.start
+    for j in jobs:
+        assert j.start % stride == 0 and j.lead_start % stride == 0 and j.lead_start <= j.start
+    assert len(jobs) <= 2 * workers
+
+
+@pytest.mark.parametrize(("clip_fps", "target", "stride"), [
+    (29.97, 15, 2), (30, 20, 2), (30, 30, 1), (60, 24, 3), (24, 30, 1), (30, 0, 1), (30, 10, 3),
+])
+def test_fps_option_caps_the_analyzed_rate(tmp_path: Path, clip_fps: float, target: float, stride: int) -> None:
+    cfg = AnalysisConfig(model_cache=tmp_path, fps=target)
+    assert cfg.stride(clip_fps) == stride
+    if target:
+        assert clip_fps / cfg.stride(clip_fps) <= target + 1e-9
+
+
+def _job(path: str = "x.mp4") -> ChunkJob:
+    return ChunkJob(path, 0, None, 0, 1, 0, 30.0, InferOptions("m"))
+
+
+def test_an_unexpected_worker_exception_is_a_worker_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(job: ChunkJob) -> None:
+        raise RuntimeError("mediapipe graph failed")
+
+    monkeypatch.setattr(pool, "run_chunk", boom)
+    with ThreadPoolExecutor(1) as ex, pytest.raises(WorkerError, match="RuntimeError: mediapipe graph failed"):
+        pool.run_chunks([_job()], ex, 10)
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_terminate_stops_a_busy_pool_at_once() -> None:
+    ex = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    fut = ex.submit(_sleep, 60)
+    while not fut.running():
+        time.sleep(0.05)
+    procs = list(ex._processes.values())  # noqa: SLF001 - checking the kill
+    t0 = time.perf_counter()
+    pool.terminate(ex)
+    for p in procs:
+        p.join(5)
+    assert time.perf_counter() - t0 < 5
+    assert all(not p.is_alive() for p in procs)
