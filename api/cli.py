@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.analyze import analyze, infer_options, resolve_model
-from pipeline.config import AUTO, AnalysisConfig
+from pipeline.config import AUTO, DEFAULT_FPS, AnalysisConfig
 from pipeline.errors import FormcheckError, InputError, ModelError, WorkerError
 from pipeline.exercises import GENERIC, NAMES
 from pipeline.pool import make_pool, terminate
@@ -67,7 +67,9 @@ def _common(p: argparse.ArgumentParser, cfg: settings.Settings, default_out: str
     p.add_argument("--out", type=Path, default=Path(default_out) if default_out else None,
                    help="write analysis.json, angles.csv, annotated.mp4, reps.png here")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    p.add_argument("--fps", type=float, default=0.0, help="analysis rate in frames/s (0: every frame)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help=f"analyze at least this many frames/s, skipping the rest (default {DEFAULT_FPS:g}; "
+                   "0: every frame)")
     p.add_argument("--workers", type=_bounded(1, 64), default=cfg.workers,
                    help=f"inference processes (default {cfg.workers})")
     p.add_argument("--model", default=None, help="path to a pose landmarker .task file (default: bundled full)")

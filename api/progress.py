@@ -15,6 +15,7 @@ class Bar:
         self.tty = self.stream.isatty()
         self.t0 = time.perf_counter()
         self._last = -1
+        self._quarter = 0
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -31,6 +32,7 @@ class Bar:
             self.stream.write("\r" + line)
             if pct >= 100:
                 self.stream.write("\n")
-        elif pct >= 100 or pct % 25 == 0:
+        elif pct >= 100 or pct // 25 > self._quarter:
+            self._quarter = pct // 25
             self.stream.write(line + "\n")
         self.stream.flush()

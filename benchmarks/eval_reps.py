@@ -35,7 +35,7 @@ import numpy as np
 
 from api import settings
 from pipeline.analyze import finish, infer_options, infer_pose, resolve_model
-from pipeline.config import AUTO, AnalysisConfig
+from pipeline.config import AUTO, DEFAULT_FPS, AnalysisConfig
 from pipeline.errors import FormcheckError
 from pipeline.pool import make_pool
 
@@ -173,7 +173,8 @@ def evaluate_clip(
     path: Path, row: dict[str, str], events: list[Event] | None, cfg: AnalysisConfig, pool: Executor | None
 ) -> ClipResult:
     """Infer once, finish with the labeled exercise and with auto detection."""
-    info, pose, model, stride, wall_s, infer_s, _ = infer_pose(str(path), cfg, pool)
+    inf = infer_pose(str(path), cfg, pool)
+    info, pose, model, stride, wall_s, infer_s = inf.info, inf.pose, inf.model, inf.stride, inf.wall_s, inf.infer_s
     tol = TOL_S * float(row.get("fps") or info.fps)
     res: dict[str, ModeResult] = {}
     summ: dict[str, Any] = {}
@@ -266,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="inference processes (1: in this process)")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
-    ap.add_argument("--fps", type=float, default=0.0, help="analysis frame rate (0: every frame)")
+    ap.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                    help=f"analysis frame rate (default {DEFAULT_FPS:g}, the product's; 0: every frame)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers must be >= 1")

@@ -26,7 +26,7 @@ from .decode import check_file, probe
 from .errors import ModelError
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult, InferOptions
-from .pool import Progress, plan_chunks, run_chunks
+from .pool import Progress, plan_chunks, prestart, run_chunks
 from .records import Analysis, PoseSeries, VideoInfo
 from .serialize import analysis_from_bytes, analysis_to_bytes
 from .subject import select
@@ -64,6 +64,7 @@ class Inferred(NamedTuple):
     wall_s: float
     infer_s: float
     frame_cache: dict[str, int]
+    first_inference_epoch: float | None = None  # time.time() of the first frame sent to the model
 
 
 def infer_pose(
@@ -91,7 +92,10 @@ def infer_pose(
     infer_s = sum(r.infer_s for r in results)
     hits = sum(r.cache_hits for r in results)
     frame_stats = {"hits": hits, "misses": sum(r.cache_misses for r in results)}
-    return Inferred(info, pose, model, stride, time.perf_counter() - t0, infer_s, frame_stats)
+    firsts = [r.first_inference_epoch for r in results if r.first_inference_epoch]
+    inferred = Inferred(info, pose, model, stride, time.perf_counter() - t0, infer_s, frame_stats,
+                        min(firsts) if firsts else None)
+    return inferred
 
 
 def result_key(path: str, cfg: AnalysisConfig, model: registry.ModelSpec) -> str:
@@ -116,8 +120,12 @@ def analyze(
     key = result_key(path, cfg, model) if cache is not None else ""
     if cache is not None and (stored := cache.get(key)) is not None:
         return _replay(analysis_from_bytes(stored), path, time.perf_counter() - t0, cache)
+    prestart(executor, cfg.workers)  # workers load the model while this process probes and plans
     inferred = infer_pose(path, cfg, executor, progress)
     result = finish(inferred.info, inferred.pose, cfg, model, inferred.stride, inferred.wall_s, inferred.infer_s)
+    timing = result.summary["timing"]
+    if isinstance(timing, dict):
+        timing["first_inference_epoch"] = inferred.first_inference_epoch
     report: dict[str, object] = {"result": "miss" if cache is not None else "off", "frames": inferred.frame_cache}
     result.summary["cache"] = report
     if cache is not None:

@@ -75,6 +75,7 @@ class ChunkResult:
     pid: int
     cache_hits: int = 0
     cache_misses: int = 0
+    first_inference_epoch: float = 0.0  # time.time() when this chunk's first frame went to the model
 
 
 _LANDMARKER: object | None = None
@@ -176,6 +177,7 @@ def _infer_frames(
     size = (0, 0)
     infer_s = 0.0
     hits = misses = 0
+    first = 0.0
     for fr in frames_in:
         size = (fr.rgb.shape[1], fr.rgb.shape[0])
         key = frame_key(fr.rgb, params) if cache is not None else ""
@@ -184,6 +186,9 @@ def _infer_frames(
             xy, v, w = frame_from_bytes(cached)
             hits += 1
         else:
+            if not first:  # forget the previous chunk's (or clip's) subject: track from a detection
+                _detect(lm, np.zeros_like(fr.rgb), k, base_ms - 5_000, 0.0)
+                first = time.time()
             t0 = time.perf_counter()
             xy, v, w = _detect(lm, fr.rgb, k, base_ms, fr.t)
             infer_s += time.perf_counter() - t0
@@ -210,4 +215,5 @@ def _infer_frames(
         pid=os.getpid(),
         cache_hits=hits,
         cache_misses=misses,
+        first_inference_epoch=first,
     )

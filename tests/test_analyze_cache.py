@@ -66,4 +66,5 @@ def test_no_cache_computes_and_stores_nothing(xdg_cache: Path, dev_dir: Path, tm
     cfg = AnalysisConfig(model_cache=settings.load({"XDG_CACHE_HOME": str(xdg_cache)}).model_cache,
                          exercise="pushup", workers=1, cache=None)
     result = analyze(str(dev_dir / CLIP), cfg)
-    assert result.summary["cache"] == {"result": "off", "frames": {"hits": 0, "misses": 90}}
+    analyzed = result.summary["frames"]["analyzed"]  # type: ignore[index]
+    assert result.summary["cache"] == {"result": "off", "frames": {"hits": 0, "misses": analyzed}}

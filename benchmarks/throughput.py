@@ -1,0 +1,408 @@
+"""Throughput and peak memory of formcheck against the naive MediaPipe loop, on the same clips.
+
+Usage::
+
+    python benchmarks/throughput.py VIDEO... [--workers N] [--json OUT] [--markdown OUT] [--repeat 1]
+
+Per clip, in this order, each timed from this process (process start to exit):
+
+(a) naive: one ``spawn`` child; ``cv2.VideoCapture`` read -> BGR->RGB ->
+    ``mediapipe.solutions.pose.Pose(model_complexity=1)`` on every full-resolution frame; the
+    landmarks are counted with formcheck's own ``pipeline.analyze.finish`` (auto exercise);
+(b) the formcheck CLI on every frame (``--fps 0 --no-cache``), in a fresh ``XDG_CACHE_HOME``
+    holding a copy of the built model bundle (model building is not timed; ``REDIS_URL`` unset);
+(c) the CLI at its default rate (``AnalysisConfig``'s ``fps``; 15 when that is 0), ``--no-cache``;
+(d) the CLI with (c)'s options and the cache on, after one untimed run that fills it (a hit);
+(e) the inference ceiling: frames decoded and downscaled as formcheck does, held in memory; one
+    process per worker runs PoseLandmarker (VIDEO mode, formcheck's model) over its contiguous
+    share; only inference is timed (earliest start to latest end).
+
+frames/s = analyzed frames / wall; ``x`` = frames/s over (a)'s; speedup = (a)'s wall / this wall.
+Peak RSS per process: for CLI runs the process tree's VmRSS sampled every 50 ms, and VmHWM
+(children from /proc/<pid>/task/*/children, else by parent pid from /proc/*/stat); for (a) and
+(e) ``getrusage`` in the child. ``--repeat R`` keeps each mode's median-wall run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("a", "b", "c", "d", "e")
+TITLES = {"a": "(a) naive", "b": "(b) every frame", "c": "(c) default rate", "d": "(d) cache hit", "e": "(e) ceiling"}
+SAMPLE_S, FALLBACK_FPS, TIMEOUT_S = 0.05, 15.0, 1800.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    """wall_s: seconds measured by this process; frames: analyzed; rss_mb: process role -> peak MB;
+    json_wall_s: the CLI's own ``timing.wall_s``; cache: the CLI's ``cache.result``."""
+
+    wall_s: float
+    frames: int
+    reps: int | None
+    rss_mb: dict[str, float]
+    exercise: str | None = None
+    json_wall_s: float | None = None
+    cache: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def ratio(value: float, base: float) -> float | None:
+    """value / base, None when base is not positive."""
+    return value / base if base > 0 else None
+
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:  # the process has exited
+        return ""
+
+
+def read_status(pid: int) -> dict[str, int]:
+    """{'VmRSS': kB, 'VmHWM': kB} of ``pid``; {} once it has exited (or is a zombie)."""
+    lines = (ln.split(":", 1) for ln in _read(f"/proc/{pid}/status").splitlines())
+    return {k: int(v.split()[0]) for k, v in lines if k in ("VmRSS", "VmHWM")}
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc/<pid>/task/*/children, or by parent pid (field 4 of
+    /proc/*/stat) on kernels without CONFIG_PROC_CHILDREN."""
+    out, todo = [], [root]
+    while todo:
+        out.append(pid := todo.pop())
+        if files := list(Path(f"/proc/{pid}/task").glob("*/children")):
+            todo += [int(c) for f in files for c in _read(f).split()]
+            continue
+        stats = ((int(d.name), _read(d / "stat")) for d in Path("/proc").iterdir() if d.name.isdigit())
+        todo += [p for p, st in stats if st and int(st[st.rindex(")") + 2:].split()[1]) == pid]
+    return out
+
+
+class TreeSampler(threading.Thread):
+    """Peak kB per process of ``root``'s tree: max of sampled VmRSS and the last VmHWM seen. A forked
+    child is skipped until it has exec'd (until then it shows the parent's command line and memory)."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.root_cmd = root, _read(f"/proc/{root}/cmdline")
+        self.peak_kb: dict[int, int] = {}
+        self.roles: dict[int, str] = {root: "main"}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            for pid in tree(self.root):
+                cmd = self.roles.get(pid) or _read(f"/proc/{pid}/cmdline")
+                if cmd and cmd != self.root_cmd and pid not in self.roles:
+                    self.roles[pid] = "tracker" if "resource_tracker" in cmd else "worker"
+                if pid in self.roles and (status := read_status(pid)):
+                    self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), *status.values())
+            self._done.wait(SAMPLE_S)
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; role -> peak MB ('main', 'worker1', 'worker2', 'tracker')."""
+        self._done.set()
+        self.join()
+        names = [self.roles[p] for p in sorted(self.peak_kb)]
+        names = [f"worker{names[:i].count('worker') + 1}" if n == "worker" else n for i, n in enumerate(names)]
+        return {n: round(self.peak_kb[p] / 1024, 1) for n, p in zip(names, sorted(self.peak_kb), strict=True)}
+
+
+
+def fresh_xdg(model: Path) -> Path:
+    """A new XDG_CACHE_HOME holding a copy of the built model bundle and its checksum sidecar."""
+    from api import settings
+
+    root = Path(tempfile.mkdtemp(prefix="formcheck-throughput-"))
+    dest = settings.load({"XDG_CACHE_HOME": str(root)}).model_cache
+    dest.mkdir(parents=True)
+    for src in (model, model.with_suffix(".sha256")):
+        shutil.copy2(src, dest / src.name)
+    return root
+
+
+def cli_run(clip: str, workers: int, xdg: Path, extra: Sequence[str]) -> Run:
+    cmd = [sys.executable, "-m", "api.cli", "analyze", clip, "--json", "--no-video", "--workers", str(workers)]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"XDG_CACHE_HOME": str(xdg)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*cmd, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        wall, rss = time.perf_counter() - t0, sampler.stop()
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode != 0:
+        raise RuntimeError(f"formcheck exited {proc.returncode} on {clip}: {err.strip()[-600:]}")
+    s = json.loads(out)
+    return Run(wall, s["frames"]["analyzed"], s["rep_count"], rss, s["exercise"]["name"], s["timing"]["wall_s"],
+               s["cache"]["result"])
+
+
+
+def _child(target: Callable[..., dict[str, Any]], q: Any, *args: Any) -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # MediaPipe's native log noise; errors come back on q
+    try:
+        q.put(("ok", target(*args) | {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        q.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def spawn_all(target: Callable[..., dict[str, Any]], arg_lists: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Run ``target(*args)`` in one spawn child per args; the results in any order, or raise the first error."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(target, q, *a)) for a in arg_lists]
+    for p in procs:
+        p.start()
+    try:
+        got = [q.get(timeout=TIMEOUT_S) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    if errors := [v for status, v in got if status != "ok"]:
+        raise RuntimeError(errors[0])
+    return [v for _, v in got]
+
+
+def _arrays(marks: Sequence[Any]) -> tuple[Any, Any, Any]:
+    """Solutions-API landmarks per frame (None: no pose) -> xy (n,33,2), visibility (n,33), world (n,33,3)."""
+    import numpy as np
+
+    n = len(marks)
+    xy, vis, world = np.full((n, 33, 2), np.nan, np.float32), np.zeros((n, 33), np.float32), np.full(
+        (n, 33, 3), np.nan, np.float32)
+    for i, m in enumerate(marks):
+        if m:
+            xy[i], vis[i] = [(p.x, p.y) for p in m[0]], [p.visibility for p in m[0]]
+            world[i] = [(p.x, p.y, p.z) for p in m[1]]
+    return xy, vis, world
+
+
+def naive_loop(clip: str) -> dict[str, Any]:
+    """The loop most projects use, full resolution; its landmarks counted by formcheck's ``finish``."""
+    import cv2
+    import mediapipe as mp_
+    import numpy as np
+
+    from models.registry import ModelSpec
+    from pipeline.analyze import finish
+    from pipeline.config import AnalysisConfig
+    from pipeline.records import VideoInfo
+    from pipeline.subject import select
+
+    t0, cap, t, marks = time.perf_counter(), cv2.VideoCapture(clip), [0.0], []
+    with mp_.solutions.pose.Pose(model_complexity=1, static_image_mode=False) as pose:
+        while (got := cap.read())[0]:
+            res = pose.process(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+            t.append(max(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, t[-1] + 1e-3 if marks else 0.0))
+            marks.append(res.pose_landmarks and (res.pose_landmarks.landmark, res.pose_world_landmarks.landmark))
+            h, w = got[1].shape[:2]
+    fps, n = cap.get(cv2.CAP_PROP_FPS) or 30.0, len(marks)
+    cap.release()
+    if not n:
+        raise RuntimeError(f"no frame could be decoded from {clip}")
+    xy, vis, world = _arrays(marks)
+    series = select(np.arange(n), np.asarray(t[1:]), xy[:, None], vis[:, None], world[:, None], w / h)
+    cfg = AnalysisConfig(model_cache=Path(tempfile.gettempdir()), fps=0.0, workers=1)
+    info, spec = VideoInfo(clip, n, fps, w, h, 0, os.path.getsize(clip)), ModelSpec("solutions-pose-full", Path(), "")
+    s: dict[str, Any] = finish(info, series, cfg, spec, 1, time.perf_counter() - t0, 0.0).summary
+    return {"frames": n, "reps": s["rep_count"], "exercise": s["exercise"]["name"]}
+
+
+def naive_run(clip: str) -> Run:
+    t0 = time.perf_counter()
+    r = spawn_all(naive_loop, [(clip,)])[0]
+    return Run(time.perf_counter() - t0, r["frames"], r["reps"], {"main": round(r["peak_mb"], 1)}, r["exercise"])
+
+
+def ceiling_share(clip: str, start: int, stop: int | None, fps: float, max_side: int, model: str,
+                  barrier: Any) -> dict[str, Any]:
+    """Decode this share into memory, load and warm the model, wait for the others, time inference."""
+    try:
+        import mediapipe as mp_
+
+        from pipeline.decode import iter_frames
+        from pipeline.infer import InferOptions, load, warm
+
+        warm(InferOptions(model))
+        lm: Any = load(InferOptions(model))
+        images = [(round(f.t * 1000), mp_.Image(image_format=mp_.ImageFormat.SRGB, data=f.rgb))
+                  for f in iter_frames(clip, start, stop, 1, max_side, fps)]
+        barrier.wait(timeout=TIMEOUT_S)
+    except BaseException:
+        barrier.abort()  # the other shares stop waiting
+        raise
+    t0, clock = time.monotonic(), 0
+    for ms, image in images:
+        clock = max(clock + 1, 10_000_000 + ms)  # past warm()'s clock, strictly increasing
+        lm.detect_for_video(image, clock)
+    return {"frames": len(images), "start": t0, "end": time.monotonic()}
+
+
+def ceiling_run(clip: str, workers: int, model: Path, max_side: int) -> Run:
+    from pipeline.decode import probe
+
+    info, barrier = probe(clip), mp.get_context("spawn").Barrier(workers)
+    cuts = [round(k * info.frames / workers) for k in range(workers)] + [None]
+    args = [(clip, cuts[i], cuts[i + 1], info.fps, max_side, str(model), barrier) for i in range(workers)]
+    res = sorted(spawn_all(ceiling_share, args), key=lambda r: r["start"])
+    wall = max(r["end"] for r in res) - res[0]["start"]
+    rss = {f"worker{i + 1}": round(r["peak_mb"], 1) for i, r in enumerate(res)}
+    return Run(wall, sum(r["frames"] for r in res), None, rss)
+
+
+
+def measure_clip(clip: str, workers: int, repeat: int, model: Path, max_side: int, c_fps: float) -> dict[str, Run]:
+    def median_run(make: Callable[[], Run]) -> Run:
+        return sorted((make() for _ in range(repeat)), key=lambda r: r.wall_s)[repeat // 2]
+
+    full, rate = ["--fps", "0", "--no-cache"], ["--fps", f"{c_fps:g}"]
+    xdg = fresh_xdg(model)
+    try:
+        runs = {"a": median_run(lambda: naive_run(clip)),
+                "b": median_run(lambda: cli_run(clip, workers, xdg, full)),
+                "c": median_run(lambda: cli_run(clip, workers, xdg, [*rate, "--no-cache"]))}
+        cli_run(clip, workers, xdg, rate)  # fills the result cache
+        runs["d"] = median_run(lambda: cli_run(clip, workers, xdg, rate))
+        runs["e"] = median_run(lambda: ceiling_run(clip, workers, model, max_side))
+    finally:
+        shutil.rmtree(xdg, ignore_errors=True)
+    return runs
+
+
+def summarize(runs: dict[str, Run]) -> dict[str, dict[str, Any]]:
+    """Per mode: the run's fields plus fps, x (fps over (a)'s) and speedup ((a)'s wall over this wall)."""
+    a = runs["a"]
+    return {m: dataclasses.asdict(r) | {"fps": round(r.fps, 2), "x": ratio(r.fps, a.fps),
+                                        "speedup": ratio(a.wall_s, r.wall_s)} for m, r in runs.items()}
+
+
+def overall(clips: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Totals over clips per mode (frames, walls) and the largest peak per process role."""
+    runs = {}
+    for m in MODES:
+        rows = [c["runs"][m] for c in clips]
+        rss = {k: max(r["rss_mb"].get(k, 0.0) for r in rows) for r in rows for k in r["rss_mb"]}
+        runs[m] = Run(sum(r["wall_s"] for r in rows), sum(r["frames"] for r in rows), None, rss,
+                      json_wall_s=sum(r["json_wall_s"] or 0.0 for r in rows) or None)
+    return summarize(runs)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _rss(d: dict[str, float]) -> str:
+    workers = "/".join(f"{v:.0f}" for k, v in d.items() if k.startswith("worker"))
+    return " + ".join(p for p in (f"{d['main']:.0f}" if "main" in d else "", f"w {workers}" if workers else "") if p)
+
+
+def _cells(r: dict[str, Any]) -> tuple[list[str], list[str], list[str], str]:
+    """One row's frames/s, wall and memory cells, and its reps a/b/c/d ('≠': not all equal (b)'s)."""
+    def times(m: str, key: str) -> str:
+        return f" ×{r[m][key]:.2f}" if m != "a" and r[m][key] else ""
+
+    fps = [f"{r[m]['fps']:.1f}{times(m, 'x')}" for m in MODES]
+    wall = [f"{r[m]['wall_s']:.2f}" + (f" ({r[m]['json_wall_s']:.2f})" if r[m]["json_wall_s"] else "")
+            + times(m, "speedup") for m in MODES]
+    reps = [r[m]["reps"] for m in "abcd"]
+    same = "" if all(v == reps[1] for v in reps) else " ≠"
+    return fps, wall, [_rss(r[m]["rss_mb"]) for m in MODES], "" if reps[0] is None else "/".join(map(str, reps)) + same
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta, total = report["meta"], report["overall"]
+    rows = [(c["clip"], str(c["frames"]), *_cells(c["runs"])) for c in report["clips"]]
+    rows.append(("**overall**", str(total["frames"]), *_cells(total["runs"])))
+    head = ["clip", "frames", *TITLES.values()]
+    return "\n".join([
+        f"{meta['cpus']} CPUs, --workers {meta['workers']}, --repeat {meta['repeat']}; load average (1, 5, 15 min) "
+        f"{meta['load_before']} before, {meta['load_after']} after; whole run {meta['total_wall_s']:.0f} s.",
+        f"(c): {meta['c_note']}. (d): (c)'s options, second run (result cache: {meta['d_cache']}).", "",
+        "Analyzed frames/s (× = over (a)'s); reps a/b/c/d (≠: not all equal to (b)):", "",
+        *_table([*head, "reps"], [[n, f, *fps, reps] for n, f, fps, _, _, reps in rows]), "",
+        "Wall s, process start to exit (the CLI's own timing.wall_s); × = (a)'s wall / this wall; "
+        "(e): inference only:", "", *_table(head, [[n, f, *wall] for n, f, _, wall, _, _ in rows]), "",
+        "Peak RSS MB per process (main + w workers); (a), (e): getrusage in each child:", "",
+        *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), ""])
+
+
+
+def default_rate() -> tuple[float, str]:
+    from pipeline.config import AnalysisConfig
+
+    fps = float({f.name: f.default for f in dataclasses.fields(AnalysisConfig)}["fps"])  # type: ignore[arg-type]
+    if fps > 0:
+        return fps, f"--fps {fps:g}, the default (AnalysisConfig.fps)"
+    return FALLBACK_FPS, f"AnalysisConfig.fps is 0 (every frame), so (c) uses --fps {FALLBACK_FPS:g}"
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="formcheck throughput against the naive MediaPipe loop")
+    ap.add_argument("videos", nargs="+", metavar="VIDEO")
+    ap.add_argument("--workers", type=int, default=2, help="formcheck --workers, and (e)'s processes")
+    ap.add_argument("--json", type=Path, help="write all numbers here")
+    ap.add_argument("--markdown", type=Path, help="write the tables here")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per mode; the median-wall run is kept")
+    args = ap.parse_args(argv)
+    if missing := [v for v in args.videos if not Path(v).is_file()]:
+        ap.error(f"clip not found: {', '.join(missing)} (expected paths to video files)")
+    if args.workers < 1 or args.repeat < 1:
+        ap.error(f"--workers and --repeat must be >= 1; got {args.workers} and {args.repeat}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    from api import settings
+    from models import registry
+
+    cfg = settings.load()
+    model = registry.resolve(None, cfg.model_cache).path
+    (c_fps, c_note), t0, load0 = default_rate(), time.perf_counter(), os.getloadavg()
+    clips = []
+    for clip in args.videos:
+        print(f"throughput: {clip}", file=sys.stderr, flush=True)
+        runs = measure_clip(clip, args.workers, args.repeat, model, cfg.max_side, c_fps)
+        clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
+    meta = {"workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
+            "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
+            "total_wall_s": time.perf_counter() - t0, "d_cache": "/".join({c["runs"]["d"]["cache"] for c in clips})}
+    report = {"meta": meta, "clips": clips, "overall": {"frames": sum(c["frames"] for c in clips),
+                                                        "runs": overall(clips)}}
+    print(text := markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
