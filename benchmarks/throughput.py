@@ -20,7 +20,8 @@ Per clip, in this order, each timed from this process (process start to exit):
 frames/s = analyzed frames / wall; ``x`` = frames/s over (a)'s; speedup = (a)'s wall / this wall.
 Peak RSS per process: for CLI runs the process tree's VmRSS sampled every 50 ms, and VmHWM
 (children from /proc/<pid>/task/*/children, else by parent pid from /proc/*/stat); for (a) and
-(e) ``getrusage`` in the child. ``--repeat R`` keeps each mode's median-wall run.
+(e) the child's own VmHWM at its end (``getrusage``'s ru_maxrss, kept in the JSON as ``ru_maxrss:*``,
+also counts this parent's RSS at spawn time). ``--repeat R`` keeps each mode's median-wall run.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODES = ("a", "b", "c", "d", "e")
 TITLES = {"a": "(a) naive", "b": "(b) every frame", "c": "(c) default rate", "d": "(d) cache hit", "e": "(e) ceiling"}
 SAMPLE_S, FALLBACK_FPS, TIMEOUT_S = 0.05, 15.0, 1800.0
+PROC_CHILDREN = any(Path("/proc/self/task").glob("*/children"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,7 +72,6 @@ def ratio(value: float, base: float) -> float | None:
     return value / base if base > 0 else None
 
 
-
 def _read(path: str | Path) -> str:
     try:
         return Path(path).read_text()
@@ -84,17 +85,24 @@ def read_status(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, v in lines if k in ("VmRSS", "VmHWM")}
 
 
+def children(pid: int) -> list[int]:
+    """From /proc/<pid>/task/*/children, or by parent pid (field 4 of /proc/*/stat) on kernels built
+    without CONFIG_PROC_CHILDREN; [] once ``pid`` has exited."""
+    try:
+        if PROC_CHILDREN:
+            return [int(c) for f in Path(f"/proc/{pid}/task").glob("*/children") for c in _read(f).split()]
+        stats = [(int(d.name), _read(d / "stat")) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    except OSError:  # the process exited while its task folder was listed
+        return []
+    return [p for p, st in stats if st and int(st[st.rindex(")") + 2:].split()[1]) == pid]
+
+
 def tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc/<pid>/task/*/children, or by parent pid (field 4 of
-    /proc/*/stat) on kernels without CONFIG_PROC_CHILDREN."""
+    """``root`` and all its descendants."""
     out, todo = [], [root]
     while todo:
-        out.append(pid := todo.pop())
-        if files := list(Path(f"/proc/{pid}/task").glob("*/children")):
-            todo += [int(c) for f in files for c in _read(f).split()]
-            continue
-        stats = ((int(d.name), _read(d / "stat")) for d in Path("/proc").iterdir() if d.name.isdigit())
-        todo += [p for p, st in stats if st and int(st[st.rindex(")") + 2:].split()[1]) == pid]
+        out.append(todo.pop())
+        todo += children(out[-1])
     return out
 
 
@@ -114,7 +122,9 @@ class TreeSampler(threading.Thread):
             for pid in tree(self.root):
                 cmd = self.roles.get(pid) or _read(f"/proc/{pid}/cmdline")
                 if cmd and cmd != self.root_cmd and pid not in self.roles:
-                    self.roles[pid] = "tracker" if "resource_tracker" in cmd else "worker"
+                    argv = cmd.split("\0")
+                    self.roles[pid] = ("worker" if "spawn_main" in cmd else "tracker" if "resource_tracker" in cmd
+                                       else f"other:{os.path.basename(argv[0])} {' '.join(argv[1:3])}".strip())
                 if pid in self.roles and (status := read_status(pid)):
                     self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), *status.values())
             self._done.wait(SAMPLE_S)
@@ -126,7 +136,6 @@ class TreeSampler(threading.Thread):
         names = [self.roles[p] for p in sorted(self.peak_kb)]
         names = [f"worker{names[:i].count('worker') + 1}" if n == "worker" else n for i, n in enumerate(names)]
         return {n: round(self.peak_kb[p] / 1024, 1) for n, p in zip(names, sorted(self.peak_kb), strict=True)}
-
 
 
 def fresh_xdg(model: Path) -> Path:
@@ -162,11 +171,14 @@ def cli_run(clip: str, workers: int, xdg: Path, extra: Sequence[str]) -> Run:
                s["cache"]["result"])
 
 
-
 def _child(target: Callable[..., dict[str, Any]], q: Any, *args: Any) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # MediaPipe's native log noise; errors come back on q
     try:
-        q.put(("ok", target(*args) | {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        out = target(*args)
+        # VmHWM: this process's own peak; ru_maxrss also counts the parent's RSS at spawn (exec keeps it)
+        peak = {"peak": read_status(os.getpid())["VmHWM"],
+                "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+        q.put(("ok", out | {k: round(v / 1024, 1) for k, v in peak.items()}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         q.put(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -216,7 +228,7 @@ def naive_loop(clip: str) -> dict[str, Any]:
     from pipeline.records import VideoInfo
     from pipeline.subject import select
 
-    t0, cap, t, marks = time.perf_counter(), cv2.VideoCapture(clip), [0.0], []
+    t0, cap, t, marks = time.perf_counter(), cv2.VideoCapture(clip), [0.0], list[Any]()
     with mp_.solutions.pose.Pose(model_complexity=1, static_image_mode=False) as pose:
         while (got := cap.read())[0]:
             res = pose.process(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
@@ -238,7 +250,8 @@ def naive_loop(clip: str) -> dict[str, Any]:
 def naive_run(clip: str) -> Run:
     t0 = time.perf_counter()
     r = spawn_all(naive_loop, [(clip,)])[0]
-    return Run(time.perf_counter() - t0, r["frames"], r["reps"], {"main": round(r["peak_mb"], 1)}, r["exercise"])
+    rss = {"main": r["peak"], "ru_maxrss:main": r["ru_maxrss"]}
+    return Run(time.perf_counter() - t0, r["frames"], r["reps"], rss, r["exercise"])
 
 
 def ceiling_share(clip: str, start: int, stop: int | None, fps: float, max_side: int, model: str,
@@ -273,9 +286,8 @@ def ceiling_run(clip: str, workers: int, model: Path, max_side: int) -> Run:
     args = [(clip, cuts[i], cuts[i + 1], info.fps, max_side, str(model), barrier) for i in range(workers)]
     res = sorted(spawn_all(ceiling_share, args), key=lambda r: r["start"])
     wall = max(r["end"] for r in res) - res[0]["start"]
-    rss = {f"worker{i + 1}": round(r["peak_mb"], 1) for i, r in enumerate(res)}
+    rss = {f"{k}worker{i + 1}": r[v] for i, r in enumerate(res) for k, v in (("", "peak"), ("ru_maxrss:", "ru_maxrss"))}
     return Run(wall, sum(r["frames"] for r in res), None, rss)
-
 
 
 def measure_clip(clip: str, workers: int, repeat: int, model: Path, max_side: int, c_fps: float) -> dict[str, Run]:
@@ -349,9 +361,8 @@ def markdown(report: dict[str, Any]) -> str:
         *_table([*head, "reps"], [[n, f, *fps, reps] for n, f, fps, _, _, reps in rows]), "",
         "Wall s, process start to exit (the CLI's own timing.wall_s); × = (a)'s wall / this wall; "
         "(e): inference only:", "", *_table(head, [[n, f, *wall] for n, f, _, wall, _, _ in rows]), "",
-        "Peak RSS MB per process (main + w workers); (a), (e): getrusage in each child:", "",
+        "Peak RSS MB per process (main + w workers); (a), (e): VmHWM in each child:", "",
         *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), ""])
-
 
 
 def default_rate() -> tuple[float, str]:
@@ -386,14 +397,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = settings.load()
     model = registry.resolve(None, cfg.model_cache).path
     (c_fps, c_note), t0, load0 = default_rate(), time.perf_counter(), os.getloadavg()
-    clips = []
+    clips: list[dict[str, Any]] = []
     for clip in args.videos:
         print(f"throughput: {clip}", file=sys.stderr, flush=True)
         runs = measure_clip(clip, args.workers, args.repeat, model, cfg.max_side, c_fps)
         clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
-    meta = {"workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
-            "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
-            "total_wall_s": time.perf_counter() - t0, "d_cache": "/".join({c["runs"]["d"]["cache"] for c in clips})}
+    meta: dict[str, Any] = {
+        "workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
+        "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
+        "total_wall_s": time.perf_counter() - t0, "d_cache": "/".join({c["runs"]["d"]["cache"] for c in clips})}
     report = {"meta": meta, "clips": clips, "overall": {"frames": sum(c["frames"] for c in clips),
                                                         "runs": overall(clips)}}
     print(text := markdown(report))
