@@ -69,7 +69,7 @@ def test_fps_option_is_a_minimum_rate(tmp_path: Path, clip_fps: float, target: f
     cfg = AnalysisConfig(model_cache=tmp_path, fps=target)
     assert cfg.stride(clip_fps) == stride
     if target:
-        assert clip_fps / cfg.stride(clip_fps) >= target * 0.99
+        assert clip_fps / cfg.stride(clip_fps) >= min(target, clip_fps) * 0.99
 
 
 def _job(path: str = "x.mp4") -> ChunkJob:
@@ -85,20 +85,15 @@ def test_an_unexpected_worker_exception_is_a_worker_error(monkeypatch: pytest.Mo
         pool.run_chunks([_job()], ex, 10)
 
 
-def _sleep(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
 def test_terminate_stops_a_busy_pool_at_once() -> None:
     ex = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
-    fut = ex.submit(_sleep, 60)
+    fut = ex.submit(time.sleep, 60)
     while not fut.running():
         time.sleep(0.05)
     procs = list(ex._processes.values())  # noqa: SLF001 - checking the kill
     t0 = time.perf_counter()
     pool.terminate(ex)
-    for p in procs:
-        p.join(5)
-    assert time.perf_counter() - t0 < 5
-    assert all(not p.is_alive() for p in procs)
+    while any(p.is_alive() for p in procs) and time.perf_counter() - t0 < 10:
+        time.sleep(0.05)  # the pool's own thread may reap the process: poll, don't join
+    assert time.perf_counter() - t0 < 5, "a busy worker was killed, not waited for"
+    assert all(p.exitcode is not None and p.exitcode < 0 for p in procs), procs

@@ -9,6 +9,7 @@ sports2d and pose2sim wheels ship (scripts/fetch_samples.py), cut with OpenCV.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -39,8 +40,9 @@ def test_squat_json_follows_the_schema(squat_run, dev_dir: Path) -> None:
     check_summary(doc)
     assert (doc["exercise"]["name"], doc["exercise"]["source"]) == ("squat", "given")
     frames = int(label(dev_dir, SQUAT)["frames"])
-    assert doc["frames"]["total"] == doc["frames"]["analyzed"] == frames == 38
-    assert doc["frames"]["detected"] > 30
+    assert doc["frames"]["total"] == frames == 38
+    assert doc["frames"]["analyzed"] == math.ceil(38 / doc["params"]["stride"])
+    assert doc["frames"]["detected"] > 0.75 * doc["frames"]["analyzed"]
 
 
 @pytest.mark.slow
