@@ -40,11 +40,24 @@ def _stat(x: np.ndarray, stat: str) -> float:
     return float({"min": x.min(), "max": x.max(), "range": x.max() - x.min()}[stat])
 
 
-def rep_measure(name: str, table: AngleTable, vis: np.ndarray, primary: str, a: int, b: int) -> float:
+class Series:
+    """Merged per-frame angles by name, computed once per analysis (see :func:`merged`)."""
+
+    def __init__(self, table: AngleTable, vis: np.ndarray, primary: str) -> None:
+        self.table, self.vis, self.primary = table, vis, primary
+        self._done: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        name = self.primary if name == "primary" else name
+        if name not in self._done:
+            self._done[name] = merged(self.table, self.vis, name)
+        return self._done[name]
+
+
+def rep_measure(name: str, series: Series, a: int, b: int) -> float:
     """Evaluate a measure named ``<angle>_<min|max|range>_deg`` over frames a..b."""
     base, stat, _ = name.rsplit("_", 2)
-    angle = primary if base == "primary" else base
-    return _stat(merged(table, vis, angle)[a : b + 1], stat)
+    return _stat(series(base)[a : b + 1], stat)
 
 
 def check(fault: Fault, value: float) -> bool:
@@ -64,16 +77,14 @@ def asymmetry(table: AngleTable, name: str, a: int, b: int) -> float | None:
     return float(np.nanmean(d))
 
 
-def rep_faults(
-    ex: Exercise, table: AngleTable, vis: np.ndarray, a: int, b: int, asym: float | None
-) -> tuple[str, ...]:
+def rep_faults(ex: Exercise, series: Series, a: int, b: int, asym: float | None) -> tuple[str, ...]:
     """Names of the exercise's fault rules that the rep over frames a..b breaks."""
     out = []
     for f in ex.faults:
         if f.measure == "asymmetry_deg":
             value = float("nan") if asym is None else asym
         else:
-            value = rep_measure(f.measure, table, vis, ex.primary, a, b)
+            value = rep_measure(f.measure, series, a, b)
         if check(f, value):
             out.append(f.name)
     return tuple(out)
@@ -83,21 +94,21 @@ def measure_reps(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
 ) -> tuple[Rep, ...]:
     fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
-    primary = kernels.smooth(merged(table, vis, ex.primary), max(1, int(round(0.05 * fps))))
+    series = Series(table, vis, ex.primary)
+    primary = kernels.smooth(series("primary"), max(1, int(round(0.05 * fps))))
     phases = kernels.rep_phases(primary, t, reps, PAUSE_BAND) if len(reps) else np.zeros((0, 5))
     pvis = vis[:, [i for i, n in enumerate(table.names) if n.endswith(ex.primary)]].max(axis=1)
     out = []
     for i, (a, p, b) in enumerate(reps):
         a, p, b = int(a), int(p), int(b)
         asym = asymmetry(table, ex.primary, a, b)
-        faults = rep_faults(ex, table, vis, a, b, asym)
+        faults = rep_faults(ex, series, a, b, asym)
         amp = float(signal[p] - np.nanmin(signal[a : b + 1]))
         conf = float(np.clip(np.mean(pvis[a : b + 1]), 0, 1) * min(1.0, amp / (1.5 * ex.min_rom_deg)))
         first, pause, second, rom, vel = (float(v) for v in phases[i])
         ecc, conc = (first, second) if ex.eccentric_first else (second, first)
         secondary = tuple(
-            (name, rep_measure(f"{name}_min_deg", table, vis, ex.primary, a, b),
-             rep_measure(f"{name}_max_deg", table, vis, ex.primary, a, b))
+            (name, rep_measure(f"{name}_min_deg", series, a, b), rep_measure(f"{name}_max_deg", series, a, b))
             for name in ex.secondary
         )
         out.append(Rep(

@@ -100,7 +100,8 @@ def dominant_period(x: np.ndarray, fps: float, lo_s: float = 0.5, hi_s: float = 
     n = len(y)
     f = np.fft.rfft(y, 2 * n)
     ac = np.fft.irfft(f * np.conj(f))[:n]
-    cnt = np.correlate(ok.astype(float), ok.astype(float), "full")[n - 1 :]
+    g = np.fft.rfft(ok.astype(float), 2 * n)
+    cnt = np.rint(np.fft.irfft(g * np.conj(g))[:n])  # frames where both x[i] and x[i + lag] exist
     ac = np.where(cnt > n * 0.25, ac / np.maximum(cnt, 1), 0.0)
     if ac[0] <= 0:
         return float("nan"), 0.0
