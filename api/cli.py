@@ -132,7 +132,8 @@ def _human(s: dict[str, object]) -> str:
     if isinstance(fat, dict) and fat.get("tempo_drift_pct") is not None:
         lines.append(f"fatigue: tempo drift {fat['tempo_drift_pct']}%, ROM loss {fat['rom_loss_pct']}% {fat['flags']}")
     t = s["timing"]
-    lines.append(f"time: {t['wall_s']}s ({t['fps']} frames/s)")  # type: ignore[index]
+    rate = "cached result" if t["fps"] is None else f"{t['fps']} frames/s"  # type: ignore[index]
+    lines.append(f"time: {t['wall_s']}s ({rate})")  # type: ignore[index]
     if "outputs" in s:
         lines.append("wrote: " + ", ".join(s["outputs"].values()))  # type: ignore[union-attr]
     return "\n".join(lines)
