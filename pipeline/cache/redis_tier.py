@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-
-import redis as redis_lib
+from typing import TYPE_CHECKING
 
 from .base import Stats
+
+if TYPE_CHECKING:
+    import redis as redis_lib
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ class RedisTier:
         self.backoff_s = backoff_s
         self.stats = Stats(extra={"skipped": 0})
         self._down_until = 0.0
-        self._client = redis_lib.Redis.from_url(
+        import redis as redis_lib  # only when a Redis tier is configured (the import costs ~0.3 s)
+
+        self._errors: tuple[type[Exception], ...] = (redis_lib.RedisError,)
+        self._client: redis_lib.Redis = redis_lib.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False,
         )
 
@@ -49,7 +54,7 @@ class RedisTier:
             return None
         try:
             value = self._client.get(self.prefix + key)
-        except redis_lib.RedisError as exc:
+        except self._errors as exc:
             self._failed("get", exc)
             self.stats.misses += 1
             return None
@@ -65,7 +70,7 @@ class RedisTier:
         try:
             self._client.set(self.prefix + key, value, ex=self.ttl_s)
             self.stats.puts += 1
-        except redis_lib.RedisError as exc:
+        except self._errors as exc:
             self._failed("put", exc)
 
     def delete(self, key: str) -> None:
@@ -73,13 +78,13 @@ class RedisTier:
             return
         try:
             self._client.delete(self.prefix + key)
-        except redis_lib.RedisError as exc:
+        except self._errors as exc:
             self._failed("delete", exc)
 
     def ping(self) -> bool:
         try:
             return bool(self._client.ping())
-        except redis_lib.RedisError:
+        except self._errors:
             return False
 
     def close(self) -> None:
