@@ -174,6 +174,8 @@ def iter_frames(
             last_t = t
             s = scale_for(bgr.shape[1], bgr.shape[0], max_side)
             if s < 1.0:
+                # area averaging costs ~6 ms a 720p frame (bilinear ~1.5 ms) but the dev-set
+                # accuracy was verified with it; changing it moves a fragile hidden-arm count
                 bgr = cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
             yield Frame(index, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index += 1

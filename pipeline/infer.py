@@ -119,7 +119,13 @@ def close() -> None:
 
 
 def warm(options: InferOptions) -> int:
-    """Pool initializer / warm-up: load the model and run it once on a blank frame."""
+    """Pool initializer / warm-up: load the model and run it once on a blank frame.
+
+    Workers are one per core: OpenCV's own threads would only compete with the other workers.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
     import mediapipe as mp
 
     global _CLOCK_MS
@@ -180,8 +186,10 @@ def _infer_frames(
     first = 0.0
     for fr in frames_in:
         size = (fr.rgb.shape[1], fr.rgb.shape[0])
+        # lead-in frames are always inferred: they exist to warm the tracker, and a chunk must
+        # give the same landmarks whether or not a neighbour cached its lead-in first
         key = frame_key(fr.rgb, params) if cache is not None else ""
-        cached = cache.get(key) if cache is not None else None
+        cached = cache.get(key) if cache is not None and fr.index >= job.start else None
         if cached is not None:
             xy, v, w = frame_from_bytes(cached)
             hits += 1
