@@ -26,7 +26,7 @@ from .decode import check_file, probe
 from .errors import ModelError
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult, InferOptions
-from .pool import Progress, plan_chunks, prestart, run_chunks
+from .pool import Progress, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, VideoInfo
 from .serialize import analysis_from_bytes, analysis_to_bytes
 from .subject import select
@@ -120,7 +120,6 @@ def analyze(
     key = result_key(path, cfg, model) if cache is not None else ""
     if cache is not None and (stored := cache.get(key)) is not None:
         return _replay(analysis_from_bytes(stored), path, time.perf_counter() - t0, cache)
-    prestart(executor, cfg.workers)  # workers load the model while this process probes and plans
     inferred = infer_pose(path, cfg, executor, progress)
     result = finish(inferred.info, inferred.pose, cfg, model, inferred.stride, inferred.wall_s, inferred.infer_s)
     timing = result.summary["timing"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,18 +36,6 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
         initializer=warm,
         initargs=(options,),
     )
-
-
-def _ready() -> int:
-    return os.getpid()
-
-
-def prestart(executor: Executor | None, workers: int) -> None:
-    """Start a process pool's workers now (each loads the model in its initializer), so they
-    are warm by the time the first chunk is planned; a no-op for other executors."""
-    if isinstance(executor, ProcessPoolExecutor):
-        for _ in range(workers):
-            executor.submit(_ready)
 
 
 def terminate(executor: Executor | None) -> None:
