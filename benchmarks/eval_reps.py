@@ -191,7 +191,8 @@ def evaluate_clip(
 
 def run(data: Path, workers: int, fps: float) -> list[ClipResult]:
     labels, events = load(data)
-    cfg = AnalysisConfig(model_cache=settings.load().model_cache, fps=fps, workers=workers)
+    env = settings.load()
+    cfg = AnalysisConfig(model_cache=env.model_cache, fps=fps, workers=workers, max_side=env.max_side)
     model = resolve_model(cfg)
     pool = make_pool(workers, infer_options(cfg, model)) if workers > 1 else None
     out = []
