@@ -63,12 +63,8 @@ CASES = (
 )
 
 
-XFAIL: dict[str, str] = {}
-
-
 def _params(cases: tuple[Case, ...]) -> list[object]:
-    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[c.name])]
-                         if c.name in XFAIL else []) for c in cases]
+    return [pytest.param(c, id=c.name) for c in cases]
 
 
 def _peaks(case: Case, m: B.Motion) -> list[float]:
