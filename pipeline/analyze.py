@@ -172,10 +172,14 @@ def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
 
 
 def _motion_evidence(ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray) -> float:
-    """0.6 when the exercise's own counter finds no rep in the clip, rising to 1 at two reps."""
+    """0.6 when the exercise's own counter finds no rep, rising to 1 with two reps whose range is
+    at least twice the exercise's minimum (a real set moves well past the bare minimum)."""
     posture = raw[:, angles.NAMES.index("trunk_lean")]
-    n = len(R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, None, posture).reps)
-    return 0.6 + 0.2 * min(n, 2)
+    seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, None, posture)
+    if len(seg.reps) == 0:
+        return 0.6
+    amp = float(np.median([seg.signal[p] - np.nanmin(seg.signal[a : b + 1]) for a, p, b in seg.reps]))
+    return 0.6 + 0.4 * min(len(seg.reps), 2) / 2 * min(1.0, amp / (2 * ex.min_rom_deg))
 
 
 def choose_exercise(

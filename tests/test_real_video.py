@@ -184,14 +184,16 @@ def test_fetch_samples_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fps", ["0", "15"])
 def test_the_readme_demo_counts_the_two_jumping_jacks(
-    run_cli, cli_env: dict[str, str], samples: dict[str, Path], tmp_path: Path
+    fps: str, run_cli, cli_env: dict[str, str], samples: dict[str, Path], tmp_path: Path
 ) -> None:
     """`formcheck demo` (the README's first command) on its whole clip: a woman walks past, he jumps down."""
     cached = Path(cli_env["XDG_CACHE_HOME"]) / "formcheck" / "samples" / samples["sports2d_demo"].name
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(samples["sports2d_demo"], cached)  # the demo finds it cached: no second download
-    doc = parse_json_stdout(run_cli("demo", "--json", "--no-video", "--no-cache", "--out", tmp_path / "demo"))
+    doc = parse_json_stdout(run_cli("demo", "--json", "--no-video", "--no-cache", "--fps", fps,
+                                    "--out", tmp_path / "demo"))
     assert doc["exercise"]["name"] == "jumping_jack" and doc["exercise"]["source"] == "detected"
     assert doc["rep_count"] == 2
     for rep, (lo, hi) in zip(doc["reps"], SPORTS2D_JACK_TOPS, strict=True):
