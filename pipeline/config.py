@@ -12,8 +12,8 @@ from .exercises import GENERIC, NAMES
 
 AUTO = "auto"
 # Analysis rate by default: every frame. ``--fps 15`` (stride 2 for 30 fps clips, 1 for 24-29 fps)
-# gives the same counts on the 14 dev clips, but on the sports2d demo clip (1768x994, a second
-# person walking past) it loses the jumping jacks to a squat reading, so it is not the default.
+# gives the same counts on the 14 dev clips and the sports2d demo clip; it becomes the default once
+# the throughput work (issue 3) has validated it more widely.
 DEFAULT_FPS = 0.0
 
 
