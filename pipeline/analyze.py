@@ -37,11 +37,28 @@ SCHEMA_VERSION = 1
 MIN_SCORE = 0.2  # auto detection below this falls back to the generic counter
 
 
+_RESOLVED: dict[tuple[str | None, str], tuple[registry.ModelSpec, tuple[int, int]]] = {}
+
+
 def resolve_model(cfg: AnalysisConfig) -> registry.ModelSpec:
+    """The model for ``cfg``, verified once per process while the file stays unchanged
+    (the CLI resolves it for the pool, then :func:`analyze` again: hash the 13 MB once)."""
+    key = (cfg.model, str(cfg.model_cache))
+    known = _RESOLVED.get(key)
+    if known is not None:
+        try:
+            st = known[0].path.stat()
+            if (st.st_mtime_ns, st.st_size) == known[1]:
+                return known[0]
+        except OSError:
+            pass
     try:
-        return registry.resolve(cfg.model, cfg.model_cache)
+        spec = registry.resolve(cfg.model, cfg.model_cache)
     except registry.ModelError as exc:
         raise ModelError(str(exc)) from None
+    st = spec.path.stat()
+    _RESOLVED[key] = (spec, (st.st_mtime_ns, st.st_size))
+    return spec
 
 
 def infer_options(cfg: AnalysisConfig, model: registry.ModelSpec) -> InferOptions:
