@@ -17,11 +17,11 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.analyze import analyze, infer_options, resolve_model
 from pipeline.config import AUTO, DEFAULT_FPS, AnalysisConfig
 from pipeline.errors import FormcheckError, InputError, ModelError, WorkerError
 from pipeline.exercises import GENERIC, NAMES
-from pipeline.pool import make_pool, terminate
+from pipeline.pool import make_pool, prestart, terminate
+from pipeline.stored import infer_options, lookup
 
 from . import samples, settings
 from .progress import Bar
@@ -93,11 +93,18 @@ def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -
     conf = _config(args, cfg)
     if args.out is not None:
         outputs.check_dir(args.out)  # a bad --out fails before the analysis, creating nothing
-    model = resolve_model(conf)
-    # processes start on the first chunk submitted: a cache hit or a one-chunk clip never spawns them
-    pool: Executor | None = make_pool(conf.workers, infer_options(conf, model)) if conf.workers > 1 else None
+    found = lookup(video, conf)  # a cache hit answers here: no worker started, no kernels loaded
+    pool: Executor | None = None
     try:
-        result = analyze(video, conf, pool, Bar("analyzing"))
+        if found.hit is not None:
+            result = found.hit
+        else:
+            if conf.workers > 1:  # the workers start and warm while this process loads the features stage
+                pool = make_pool(conf.workers, infer_options(conf, found.model))
+                prestart(pool, conf.workers)
+            from pipeline.analyze import compute  # numba and the kernels' disk cache: ~0.7 s
+
+            result = compute(video, conf, found, pool, Bar("analyzing"))
     except BaseException:
         terminate(pool)  # a failed or interrupted analysis must not wait for busy workers
         raise

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -17,53 +16,20 @@ import numpy as np
 
 from models import registry
 
-from . import __version__, angles, classify, measures
+from . import angles, classify, measures
 from . import reps as R
-from .cache import TieredCache, shared
-from .cache.keys import file_digest, file_key
 from .config import AUTO, AnalysisConfig
-from .decode import check_file, probe
-from .errors import ModelError
+from .decode import probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
-from .infer import ChunkResult, InferOptions
+from .infer import ChunkResult
 from .pool import Progress, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, VideoInfo
-from .serialize import analysis_from_bytes, analysis_to_bytes
+from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
 from .subject import select
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MIN_SCORE = 0.2  # auto detection below this falls back to the generic counter
-
-
-_RESOLVED: dict[tuple[str | None, str], tuple[registry.ModelSpec, tuple[int, int]]] = {}
-
-
-def resolve_model(cfg: AnalysisConfig) -> registry.ModelSpec:
-    """The model for ``cfg``, verified once per process while the file stays unchanged
-    (the CLI resolves it for the pool, then :func:`analyze` again: hash the 13 MB once)."""
-    key = (cfg.model, str(cfg.model_cache))
-    known = _RESOLVED.get(key)
-    if known is not None:
-        try:
-            st = known[0].path.stat()
-            if (st.st_mtime_ns, st.st_size) == known[1]:
-                return known[0]
-        except OSError:
-            pass
-    try:
-        spec = registry.resolve(cfg.model, cfg.model_cache)
-    except registry.ModelError as exc:
-        raise ModelError(str(exc)) from None
-    st = spec.path.stat()
-    _RESOLVED[key] = (spec, (st.st_mtime_ns, st.st_size))
-    return spec
-
-
-def infer_options(cfg: AnalysisConfig, model: registry.ModelSpec) -> InferOptions:
-    """The inference options for ``cfg`` (also what a pool's workers warm up with)."""
-    return InferOptions(str(model.path), num_poses=cfg.num_poses, model_id=model.id)
 
 
 def stitch(results: list[ChunkResult]) -> tuple[np.ndarray, ...]:
@@ -82,6 +48,7 @@ class Inferred(NamedTuple):
     infer_s: float
     frame_cache: dict[str, int]
     first_inference_epoch: float | None = None  # time.time() of the first frame sent to the model
+    started: float = 0.0  # perf_counter() when inference began
 
 
 def infer_pose(
@@ -99,8 +66,6 @@ def infer_pose(
     opts = infer_options(cfg, model)
     workers = cfg.workers if executor is not None else 1
     jobs = plan_chunks(info, stride, workers, cfg.max_side, opts, cfg.cache)
-    if len(jobs) == 1:
-        executor = None  # one chunk: starting worker processes costs more than it saves
     total = math.ceil(info.frames / stride)
     results = run_chunks(jobs, executor, total, progress)
     frame, t, xy, vis, world = stitch(results)
@@ -111,15 +76,8 @@ def infer_pose(
     frame_stats = {"hits": hits, "misses": sum(r.cache_misses for r in results)}
     firsts = [r.first_inference_epoch for r in results if r.first_inference_epoch]
     inferred = Inferred(info, pose, model, stride, time.perf_counter() - t0, infer_s, frame_stats,
-                        min(firsts) if firsts else None)
+                        min(firsts) if firsts else None, t0)
     return inferred
-
-
-def result_key(path: str, cfg: AnalysisConfig, model: registry.ModelSpec) -> str:
-    """Cache key of a whole analysis: the file's bytes and every parameter that changes the answer."""
-    params = {"v": __version__, "schema": SCHEMA_VERSION, "exercise": cfg.exercise, "fps": cfg.fps,
-              "max_side": cfg.max_side, "num_poses": cfg.num_poses, "model": model.id}
-    return file_key(file_digest(path), params)
 
 
 def analyze(
@@ -130,34 +88,24 @@ def analyze(
     With ``cfg.cache``, the same bytes analyzed with the same parameters return the stored
     result without decoding (``summary["cache"]["result"] == "hit"``).
     """
-    t0 = time.perf_counter()
-    check_file(path)
-    model = resolve_model(cfg)
-    cache = shared(cfg.cache) if cfg.cache is not None else None
-    key = result_key(path, cfg, model) if cache is not None else ""
-    if cache is not None and (stored := cache.get(key)) is not None:
-        return _replay(analysis_from_bytes(stored), path, time.perf_counter() - t0, cache)
+    found = lookup(path, cfg)
+    return found.hit if found.hit is not None else compute(path, cfg, found, executor, progress)
+
+
+def compute(
+    path: str, cfg: AnalysisConfig, found: Lookup, executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> Analysis:
+    """The analysis after a cache miss (``found`` from :func:`pipeline.stored.lookup`); stores it."""
     inferred = infer_pose(path, cfg, executor, progress)
-    result = finish(inferred.info, inferred.pose, cfg, model, inferred.stride, inferred.wall_s, inferred.infer_s)
+    wall = inferred.wall_s + (inferred.started - found.started)
+    result = finish(inferred.info, inferred.pose, cfg, found.model, inferred.stride, wall, inferred.infer_s)
     timing = result.summary["timing"]
     if isinstance(timing, dict):
         timing["first_inference_epoch"] = inferred.first_inference_epoch
-    report: dict[str, object] = {"result": "miss" if cache is not None else "off", "frames": inferred.frame_cache}
-    result.summary["cache"] = report
-    if cache is not None:
-        cache.put(key, analysis_to_bytes(result))
-        report["tiers"] = cache.stats()
+    result.summary["cache"] = {"frames": inferred.frame_cache}
+    store(found, result)
     return result
-
-
-def _replay(stored: Analysis, path: str, wall_s: float, cache: TieredCache) -> Analysis:
-    """A cached analysis, re-pointed at this file (same bytes, maybe another name)."""
-    summary = dict(stored.summary)
-    summary["file"] = {**summary["file"], "name": os.path.basename(path)}  # type: ignore[dict-item]
-    summary["timing"] = {"wall_s": round(wall_s, 4), "fps": None, "infer_s": 0.0}
-    summary["cache"] = {"result": "hit", "tiers": cache.stats()}
-    info = dataclasses.replace(stored.info, path=path)
-    return dataclasses.replace(stored, info=info, summary=summary)
 
 
 GENERIC_ANGLES = ("knee", "hip", "elbow", "shoulder", "trunk_lean", "leg_spread", "body_line")

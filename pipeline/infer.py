@@ -10,10 +10,12 @@ leave as plain numpy arrays (see :class:`ChunkResult`), never MediaPipe objects.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -84,24 +86,69 @@ _CLOCK_MS = 0  # this process's landmarker timeline; VIDEO mode needs it strictl
 WORKER_MEMORY_CACHE = 64 << 20  # per-process memory tier for frame landmarks
 
 
+_BARE = ("mediapipe", "mediapipe.tasks", "mediapipe.tasks.python", "mediapipe.tasks.python.vision")
+
+
+def _import_tasks() -> None:
+    """Import only MediaPipe's pose landmarker task, skipping four package ``__init__`` files.
+
+    ``import mediapipe`` also loads the legacy solutions and, through their drawing utils,
+    matplotlib: 2 s of a worker's start instead of 0.5 s. The packages are entered without
+    running their ``__init__``; a submodule still imports on attribute access, and any other
+    missing attribute (``mediapipe.solutions`` in a test or the naive benchmark) runs the real
+    ``__init__`` files first, so the rest of the process sees the whole package.
+    """
+    if "mediapipe" in sys.modules:
+        return
+    for name in _BARE:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            raise ModelError(f"MediaPipe is not installed: {name} not found (expected mediapipe==0.10.21)")
+        module = importlib.util.module_from_spec(spec)
+        module.__getattr__ = _on_missing(name)  # type: ignore[method-assign]
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+def _on_missing(name: str) -> Callable[[str], object]:
+    def getattr_(attr: str) -> object:
+        if not attr.startswith("__") and importlib.util.find_spec(f"{name}.{attr}") is not None:
+            return importlib.import_module(f"{name}.{attr}")  # a submodule: no __init__ needed
+        for bare in _BARE:  # parents first, as a normal import would
+            module = sys.modules[bare]
+            if "__getattr__" in vars(module):
+                del module.__getattr__
+                spec = module.__spec__
+                assert spec is not None and spec.loader is not None
+                spec.loader.exec_module(module)
+        return getattr(sys.modules[name], attr)
+
+    return getattr_
+
+
 def load(options: InferOptions) -> object:
     """Create (or reuse) this process's PoseLandmarker for ``options``."""
     global _LANDMARKER, _LOADED
     if _LANDMARKER is not None and _LOADED == options:
         return _LANDMARKER
-    from mediapipe.tasks.python import BaseOptions, vision
+    _import_tasks()
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from mediapipe.tasks.python.vision import pose_landmarker
+    from mediapipe.tasks.python.vision.core.vision_task_running_mode import VisionTaskRunningMode
 
     close()
-    opts = vision.PoseLandmarkerOptions(
+    opts = pose_landmarker.PoseLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=options.model_path),
-        running_mode=vision.RunningMode.VIDEO,
+        running_mode=VisionTaskRunningMode.VIDEO,
         num_poses=options.num_poses,
         min_pose_detection_confidence=options.min_detection,
         min_pose_presence_confidence=options.min_presence,
         min_tracking_confidence=options.min_tracking,
     )
     try:
-        _LANDMARKER = vision.PoseLandmarker.create_from_options(opts)
+        _LANDMARKER = pose_landmarker.PoseLandmarker.create_from_options(opts)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
             f"model file {options.model_path} could not be loaded by MediaPipe ({exc}): expected a "
@@ -126,8 +173,6 @@ def warm(options: InferOptions) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    import mediapipe as mp
-
     global _CLOCK_MS
     try:
         lm = load(options)
@@ -136,18 +181,22 @@ def warm(options: InferOptions) -> int:
         return os.getpid()
     blank = np.zeros((64, 64, 3), np.uint8)
     _CLOCK_MS += 1000
-    lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=blank), _CLOCK_MS)  # type: ignore[attr-defined]
+    lm.detect_for_video(_image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
     return os.getpid()
+
+
+def _image(rgb: np.ndarray) -> object:
+    from mediapipe.python._framework_bindings.image import Image
+    from mediapipe.python._framework_bindings.image_frame import ImageFormat
+
+    return Image(image_format=ImageFormat.SRGB, data=rgb)
 
 
 def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tuple[np.ndarray, ...]:
     """Run the landmarker on one frame: (xy (k,33,2), visibility (k,33), world (k,33,3))."""
-    import mediapipe as mp
-
     global _CLOCK_MS
     _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(t * 1000)))
-    image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
-    res = lm.detect_for_video(image, _CLOCK_MS)  # type: ignore[attr-defined]
+    res = lm.detect_for_video(_image(rgb), _CLOCK_MS)  # type: ignore[attr-defined]
     xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
     v = np.zeros((k, N_LANDMARKS), np.float32)
     w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)

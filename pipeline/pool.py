@@ -22,7 +22,7 @@ from .records import VideoInfo
 
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
-MIN_CHUNK = 90  # analyzed frames; below this a chunk's lead-in costs more than it saves
+MIN_CHUNK = 45  # analyzed frames; below this a chunk's lead-in costs more than it saves
 LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-acquired
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
@@ -38,6 +38,14 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
     )
 
 
+def prestart(executor: Executor, workers: int) -> None:
+    """Start a process pool's workers now (they load and warm the model in the background);
+    ``ProcessPoolExecutor`` otherwise starts one per task submitted."""
+    if isinstance(executor, ProcessPoolExecutor):
+        for _ in range(workers):
+            executor.submit(int)  # a no-op: its submission spawns a worker when none is idle
+
+
 def terminate(executor: Executor | None) -> None:
     """Stop a process pool now, killing busy workers (a hung chunk would block ``shutdown``)."""
     if isinstance(executor, ProcessPoolExecutor):
@@ -47,19 +55,30 @@ def terminate(executor: Executor | None) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
+def chunk_count(analyzed: int, workers: int) -> int:
+    """Chunks for a clip of ``analyzed`` frames: one per worker, each at least ``MIN_CHUNK``
+    frames (a clip too short for that gets fewer, down to one). Equal shares on a warm pool
+    finish together; every extra chunk would cost another lead-in."""
+    return max(1, min(workers, analyzed // MIN_CHUNK))
+
+
 def plan_chunks(
     info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions,
     cache: CacheConfig | None = None,
 ) -> list[ChunkJob]:
-    """Split the clip into chunks on the stride grid; each decodes a lead-in first.
+    """Split the clip into chunks on the stride grid; each but the first decodes a lead-in first.
 
-    The last chunk reads to the real end of the stream (frame counts in headers lie).
+    Every chunk gets the same work: the first one's share is larger by the lead-in the others
+    infer before their first frame. The last chunk reads to the real end of the stream
+    (frame counts in headers lie).
     """
     analyzed = math.ceil(info.frames / stride)
-    # two chunks per worker balance the load; each extra chunk costs a lead-in
-    n = max(1, min(workers * 2, analyzed // MIN_CHUNK)) if workers > 1 else 1
-    cuts = sorted({int(round(k * analyzed / n)) * stride for k in range(n)})  # on the stride grid
-    lead = math.ceil(LEAD_S * info.fps / stride) * stride
+    n = chunk_count(analyzed, workers)
+    lead_n = math.ceil(LEAD_S * info.fps / stride)  # analyzed frames of lead-in
+    lead = lead_n * stride
+    share = (analyzed + (n - 1) * lead_n) / n  # work per chunk, lead-ins included
+    # chunk k >= 1 covers share - lead_n analyzed frames; cuts on the stride grid
+    cuts = sorted({0, *(int(round(share + (k - 1) * (share - lead_n))) * stride for k in range(1, n))})
     jobs = []
     for i, a in enumerate(cuts):
         b = cuts[i + 1] if i + 1 < len(cuts) else None

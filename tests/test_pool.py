@@ -58,18 +58,32 @@ def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, worke
         assert a.stop == b.start
     for j in jobs:
         assert j.start % stride == 0 and j.lead_start % stride == 0 and j.lead_start <= j.start
-    assert len(jobs) <= 2 * workers
+    assert len(jobs) == pool.chunk_count(-(-frames // stride), workers)
+
+
+@pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
+    (900, 2, 2), (900, 4, 4), (90, 2, 2), (89, 2, 1), (44, 2, 1), (0, 2, 1), (135, 4, 3), (900, 1, 1),
+])
+def test_one_equal_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
+    assert pool.chunk_count(analyzed, workers) == chunks
+    if chunks > 1:
+        info = VideoInfo("x.mp4", analyzed, 30.0, 64, 64, 0, 1)
+        jobs = pool.plan_chunks(info, 1, workers, 0, InferOptions("m"))
+        work = [(j.stop or analyzed) - j.lead_start for j in jobs]  # frames each worker infers
+        assert len(jobs) == chunks and max(work) - min(work) <= 1, work
+        assert jobs[0].lead_start == 0 and all(j.start - j.lead_start == 15 for j in jobs[1:])
 
 
 @pytest.mark.parametrize(("clip_fps", "target", "stride"), [
-    (29.97, 15, 2), (30, 15, 2), (29.29, 15, 1), (24, 15, 1), (30, 20, 1), (30, 30, 1), (60, 24, 2),
-    (60, 15, 4), (24, 30, 1), (30, 0, 1), (30, 10, 3),
+    (29.97, 15, 2), (30, 15, 2), (29.29, 15, 2), (24, 15, 2), (22, 15, 1), (30, 20, 2), (30, 30, 1),
+    (60, 24, 3), (60, 15, 4), (24, 30, 1), (30, 0, 1), (30, 10, 3), (120, 15, 8), (float("nan"), 15, 1),
 ])
-def test_fps_option_is_a_minimum_rate(tmp_path: Path, clip_fps: float, target: float, stride: int) -> None:
+def test_fps_option_picks_the_nearest_stride(tmp_path: Path, clip_fps: float, target: float, stride: int) -> None:
     cfg = AnalysisConfig(model_cache=tmp_path, fps=target)
     assert cfg.stride(clip_fps) == stride
-    if target:
-        assert clip_fps / cfg.stride(clip_fps) >= min(target, clip_fps) * 0.99
+    if target and clip_fps == clip_fps:
+        rate = clip_fps / cfg.stride(clip_fps)
+        assert min(target, clip_fps) * 2 / 3 <= rate <= max(target * 2, clip_fps)
 
 
 def _job(path: str = "x.mp4") -> ChunkJob:

@@ -9,13 +9,14 @@ so no global figure state and no display needed). Image size 1400 x 500 px.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ..records import Analysis, Rep
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 WIDTH_IN, HEIGHT_IN, DPI = 14.0, 5.0, 100
 OK_COLOR, FAULT_COLOR, LINE_COLOR = "#2a9d8f", "#d62828", "#1d3557"
@@ -25,6 +26,9 @@ MAX_FAULT_CHARS = 18
 def write_reps_png(analysis: Analysis, path: Path) -> Path:
     """Draw the rep chart to ``path`` (PNG, overwritten) and return it."""
     path = Path(path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # 0.3 s: loaded only to draw
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.06, right=0.99, top=0.90, bottom=0.12)
