@@ -4,7 +4,7 @@
 |---------------------|--------------------------------------|------------------------------------------|
 | XDG_CACHE_HOME      | ~/.cache                             | models and samples go under formcheck/   |
 | FORMCHECK_WORKERS   | number of CPU cores                  | inference processes                      |
-| FORMCHECK_MAX_SIDE  | 960                                  | longest side (px) before inference       |
+| FORMCHECK_MAX_SIDE  | 1280                                 | longest side (px) before inference       |
 | FORMCHECK_CACHE_MB  | 2048                                 | bound of the on-disk cache               |
 | FORMCHECK_MEMORY_CACHE_MB | 256                            | bound of the in-process cache            |
 | REDIS_URL           | (none)                               | adds a Redis cache tier                  |
@@ -75,7 +75,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         cache_dir=base / "formcheck",
         workers=_bounded(env, "FORMCHECK_WORKERS", os.cpu_count() or 1, 1, 64),
-        max_side=_int(env, "FORMCHECK_MAX_SIDE", 960),
+        max_side=_int(env, "FORMCHECK_MAX_SIDE", 1280),
         cache_mb=max(1, _int(env, "FORMCHECK_CACHE_MB", 2048)),
         memory_cache_mb=max(1, _int(env, "FORMCHECK_MEMORY_CACHE_MB", 256)),
         redis_url=env.get("REDIS_URL") or None,

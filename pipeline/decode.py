@@ -107,12 +107,17 @@ def _count_frames(path: str) -> int:
     return n
 
 
-def scale_for(width: int, height: int, max_side: int) -> float:
-    """Factor (<= 1) that brings the longer side down to ``max_side`` (0 = no limit)."""
-    longest = max(width, height)
-    if max_side <= 0 or longest <= max_side:
-        return 1.0
-    return max_side / longest
+def halvings(width: int, height: int, max_side: int) -> int:
+    """How many times a frame is halved so its longer side is at most ``max_side`` (0 = no limit).
+
+    Halving only: a 2x2 box average is exact and cheap (~0.8 ms for 1080p), where an arbitrary
+    factor costs ~6 ms a 720p frame; the result's longer side lies in (max_side / 2, max_side].
+    """
+    longest, n = max(width, height), 0
+    while max_side > 0 and longest > max_side:
+        longest //= 2
+        n += 1
+    return n
 
 
 def _seek(cap: cv2.VideoCapture, start: int, fps: float) -> bool:
@@ -172,10 +177,7 @@ def iter_frames(
             if t <= last_t:  # keep time strictly increasing (MediaPipe VIDEO mode needs it)
                 t = last_t + 1e-3
             last_t = t
-            s = scale_for(bgr.shape[1], bgr.shape[0], max_side)
-            if s < 1.0:
-                # area averaging costs ~6 ms a 720p frame (bilinear ~1.5 ms) but the dev-set
-                # accuracy was verified with it; changing it moves a fragile hidden-arm count
-                bgr = cv2.resize(bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            for _ in range(halvings(bgr.shape[1], bgr.shape[0], max_side)):
+                bgr = cv2.resize(bgr, (bgr.shape[1] // 2, bgr.shape[0] // 2), interpolation=cv2.INTER_AREA)
             yield Frame(index, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index += 1

@@ -64,10 +64,14 @@ def test_stride_and_range(clips: dict[str, Path], start: int, stop: int | None, 
 
 
 def test_downscale_keeps_aspect(clips: dict[str, Path]) -> None:
-    f = next(decode.iter_frames(str(clips["base"]), max_side=160))
+    f = next(decode.iter_frames(str(clips["base"]), max_side=200))  # 320x240, halved once
     assert f.rgb.shape == (120, 160, 3)
-    assert decode.scale_for(3840, 2160, 960) == pytest.approx(0.25)
-    assert decode.scale_for(640, 480, 0) == 1.0
+    assert next(decode.iter_frames(str(clips["base"]), max_side=320)).rgb.shape == (240, 320, 3)
+    assert decode.halvings(3840, 2160, 960) == 2
+    assert decode.halvings(3840, 2160, 1280) == 2  # 960: halving never lands on 1280
+    assert decode.halvings(1280, 720, 1280) == 0
+    assert decode.halvings(720, 1281, 1280) == 1
+    assert decode.halvings(640, 480, 0) == 0
 
 
 def test_capture_released_when_consumer_stops_early(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

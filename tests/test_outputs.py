@@ -183,11 +183,13 @@ def test_mp4_shows_faults_in_red_after_the_faulty_rep(analysis: Analysis, tmp_pa
 
 
 def test_mp4_odd_size_is_padded_even(analysis: Analysis, tmp_path: Path) -> None:
-    path = write_annotated_mp4(analysis, tmp_path / "small.mp4", max_side=81)
+    src = make_video(tmp_path / "src.mp4", size=(162, 122))
+    odd = replace(analysis, info=replace(analysis.info, path=str(src), width=162, height=122))
+    path = write_annotated_mp4(odd, tmp_path / "small.mp4", max_side=81)
     frames = decode_all(path)
     assert len(frames) == FRAMES
     h, w = frames[0].shape[:2]
-    assert (w, h) == (82, 62)  # 81 x 61 after downscale, plus one black column and row
+    assert (w, h) == (82, 62)  # 81 x 61 after halving, plus one black column and row
 
 
 def test_mp4_error_leaves_no_file_and_keeps_old_one(analysis: Analysis, tmp_path: Path) -> None:
