@@ -4,24 +4,30 @@ Usage::
 
     python benchmarks/throughput.py VIDEO... [--workers N] [--json OUT] [--markdown OUT] [--repeat 1]
 
-Per clip, in this order, each timed from this process (process start to exit):
+One run holds one warm inference pool (``--workers`` processes, model loaded and warmed, as a
+server or a batch job keeps it), the numba kernels loaded (one untimed analysis first). Per clip:
 
-(a) naive: one ``spawn`` child; ``cv2.VideoCapture`` read -> BGR->RGB ->
-    ``mediapipe.solutions.pose.Pose(model_complexity=1)`` on every full-resolution frame; the
-    landmarks are counted with formcheck's own ``pipeline.analyze.finish`` (auto exercise);
-(b) the formcheck CLI on every frame (``--fps 0 --no-cache``), in a fresh ``XDG_CACHE_HOME``
-    holding a copy of the built model bundle (model building is not timed; ``REDIS_URL`` unset);
-(c) the CLI at its default rate (``AnalysisConfig``'s ``fps``; 15 when that is 0), ``--no-cache``;
-(d) the CLI with (c)'s options and the cache on, after one untimed run that fills it (a hit);
+(a) naive: in a ``spawn`` child, after its imports: ``cv2.VideoCapture`` read -> BGR->RGB ->
+    ``mediapipe.solutions.pose.Pose(model_complexity=1)`` on every full-resolution frame, timed
+    from opening the capture to the last landmark; the landmarks are then counted (untimed) with
+    formcheck's own ``pipeline.analyze.finish`` (auto exercise) for the reps column;
+(b) ``pipeline.analyze.analyze`` on every frame (``fps=0``), cache off, on the warm pool;
+(c) the same at the default rate (``AnalysisConfig.fps``);
+(d) (c)'s options with the cache on (memory + disk tiers in a fresh folder), after one untimed
+    run that fills it: a whole-result hit;
 (e) the inference ceiling: frames decoded and downscaled as formcheck does, held in memory; one
     process per worker runs PoseLandmarker (VIDEO mode, formcheck's model) over its contiguous
-    share; only inference is timed (earliest start to latest end).
+    share; only inference is timed (earliest start to latest end);
+(f) the CLI, cold: ``formcheck analyze CLIP --json --no-video --no-cache`` (default rate) in a new
+    process, timed from launch to exit; ``cold`` = launch to the first frame sent to the model
+    (the CLI's ``timing.first_inference_epoch``); a fresh ``XDG_CACHE_HOME`` holding a copy of the
+    built model bundle; the numba cache is whatever this checkout has (warm after the first run).
 
 frames/s = analyzed frames / wall; ``x`` = frames/s over (a)'s; speedup = (a)'s wall / this wall.
-Peak RSS per process: for CLI runs the process tree's VmRSS sampled every 50 ms, and VmHWM
-(children from /proc/<pid>/task/*/children, else by parent pid from /proc/*/stat); for (a) and
-(e) the child's own VmHWM at its end (``getrusage``'s ru_maxrss, kept in the JSON as ``ru_maxrss:*``,
-also counts this parent's RSS at spawn time). ``--repeat R`` keeps each mode's median-wall run.
+Peak RSS per process: (a), (e): each child's VmHWM at its end; (b)-(d): this process and the pool's
+workers (VmHWM, read after each mode); (f): the CLI's process tree sampled every 50 ms (and VmHWM).
+The pool workers' resident memory after warm-up and after the last clip is in ``meta.pool_rss``.
+``--repeat R`` keeps each mode's median-wall run.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("a", "b", "c", "d", "e")
-TITLES = {"a": "(a) naive", "b": "(b) every frame", "c": "(c) default rate", "d": "(d) cache hit", "e": "(e) ceiling"}
+MODES = ("a", "b", "c", "d", "e", "f")
+TITLES = {"a": "(a) naive", "b": "(b) every frame", "c": "(c) default rate", "d": "(d) cache hit",
+          "e": "(e) ceiling", "f": "(f) CLI cold"}
 SAMPLE_S, FALLBACK_FPS, TIMEOUT_S = 0.05, 15.0, 1800.0
 PROC_CHILDREN = any(Path("/proc/self/task").glob("*/children"))
 
@@ -52,7 +59,8 @@ PROC_CHILDREN = any(Path("/proc/self/task").glob("*/children"))
 @dataclasses.dataclass(frozen=True, slots=True)
 class Run:
     """wall_s: seconds measured by this process; frames: analyzed; rss_mb: process role -> peak MB;
-    json_wall_s: the CLI's own ``timing.wall_s``; cache: the CLI's ``cache.result``."""
+    json_wall_s: the analysis's own ``timing.wall_s``; cache: its ``cache.result``;
+    cold_s: (f) only, launch to the first frame sent to the model."""
 
     wall_s: float
     frames: int
@@ -61,6 +69,7 @@ class Run:
     exercise: str | None = None
     json_wall_s: float | None = None
     cache: str | None = None
+    cold_s: float | None = None
 
     @property
     def fps(self) -> float:
@@ -153,7 +162,7 @@ def fresh_xdg(model: Path) -> Path:
 def cli_run(clip: str, workers: int, xdg: Path, extra: Sequence[str]) -> Run:
     cmd = [sys.executable, "-m", "api.cli", "analyze", clip, "--json", "--no-video", "--workers", str(workers)]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"XDG_CACHE_HOME": str(xdg)}
-    t0 = time.perf_counter()
+    t0, epoch0 = time.perf_counter(), time.time()
     proc = subprocess.Popen([*cmd, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     sampler = TreeSampler(proc.pid)
@@ -167,8 +176,9 @@ def cli_run(clip: str, workers: int, xdg: Path, extra: Sequence[str]) -> Run:
     if proc.returncode != 0:
         raise RuntimeError(f"formcheck exited {proc.returncode} on {clip}: {err.strip()[-600:]}")
     s = json.loads(out)
+    first = s["timing"].get("first_inference_epoch")
     return Run(wall, s["frames"]["analyzed"], s["rep_count"], rss, s["exercise"]["name"], s["timing"]["wall_s"],
-               s["cache"]["result"])
+               s["cache"]["result"], first - epoch0 if first else None)
 
 
 def _child(target: Callable[..., dict[str, Any]], q: Any, *args: Any) -> None:
@@ -235,6 +245,7 @@ def naive_loop(clip: str) -> dict[str, Any]:
             t.append(max(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, t[-1] + 1e-3 if marks else 0.0))
             marks.append(res.pose_landmarks and (res.pose_landmarks.landmark, res.pose_world_landmarks.landmark))
             h, w = got[1].shape[:2]
+    loop_s = time.perf_counter() - t0
     fps, n = cap.get(cv2.CAP_PROP_FPS) or 30.0, len(marks)
     cap.release()
     if not n:
@@ -244,14 +255,13 @@ def naive_loop(clip: str) -> dict[str, Any]:
     cfg = AnalysisConfig(model_cache=Path(tempfile.gettempdir()), fps=0.0, workers=1)
     info, spec = VideoInfo(clip, n, fps, w, h, 0, os.path.getsize(clip)), ModelSpec("solutions-pose-full", Path(), "")
     s: dict[str, Any] = finish(info, series, cfg, spec, 1, time.perf_counter() - t0, 0.0).summary
-    return {"frames": n, "reps": s["rep_count"], "exercise": s["exercise"]["name"]}
+    return {"frames": n, "reps": s["rep_count"], "exercise": s["exercise"]["name"], "loop_s": loop_s}
 
 
 def naive_run(clip: str) -> Run:
-    t0 = time.perf_counter()
     r = spawn_all(naive_loop, [(clip,)])[0]
     rss = {"main": r["peak"], "ru_maxrss:main": r["ru_maxrss"]}
-    return Run(time.perf_counter() - t0, r["frames"], r["reps"], rss, r["exercise"])
+    return Run(r["loop_s"], r["frames"], r["reps"], rss, r["exercise"])
 
 
 def ceiling_share(clip: str, start: int, stop: int | None, fps: float, max_side: int, model: str,
@@ -290,19 +300,65 @@ def ceiling_run(clip: str, workers: int, model: Path, max_side: int) -> Run:
     return Run(wall, sum(r["frames"] for r in res), None, rss)
 
 
-def measure_clip(clip: str, workers: int, repeat: int, model: Path, max_side: int, c_fps: float) -> dict[str, Run]:
+class Service:
+    """This process as a warm service: one pool (model loaded, warmed), kernels loaded."""
+
+    def __init__(self, workers: int, model_cache: Path, max_side: int, warm_clip: str) -> None:
+        from pipeline.analyze import analyze
+        from pipeline.config import AnalysisConfig
+        from pipeline.pool import make_pool, prestart
+        from pipeline.stored import infer_options, resolve_model
+
+        self.workers, self.analyze, self.frames = workers, analyze, 0
+        self.base = AnalysisConfig(model_cache=model_cache, workers=workers, max_side=max_side)
+        self.pool = make_pool(workers, infer_options(self.base, resolve_model(self.base)))
+        prestart(self.pool, workers)
+        self.run(warm_clip, self.base.fps, None)  # untimed: workers warm, kernels loaded
+        self.rss_warm, self.frames = self.worker_rss(), 0
+
+    def worker_pids(self) -> list[int]:
+        return sorted(p.pid for p in (getattr(self.pool, "_processes", None) or {}).values())
+
+    def worker_rss(self) -> dict[str, float]:
+        """Current resident MB of each worker."""
+        return {f"worker{i + 1}": round(read_status(pid).get("VmRSS", 0) / 1024, 1)
+                for i, pid in enumerate(self.worker_pids())}
+
+    def peaks(self) -> dict[str, float]:
+        """VmHWM of this process and each worker, MB."""
+        pids = {"main": os.getpid()} | {f"worker{i + 1}": p for i, p in enumerate(self.worker_pids())}
+        return {k: round(read_status(p).get("VmHWM", 0) / 1024, 1) for k, p in pids.items()}
+
+    def run(self, clip: str, fps: float, cache: Any) -> Run:
+        cfg = dataclasses.replace(self.base, fps=fps, cache=cache)
+        t0 = time.perf_counter()
+        s = self.analyze(clip, cfg, self.pool).summary
+        wall = time.perf_counter() - t0
+        if s["cache"]["result"] != "hit":
+            self.frames += s["frames"]["analyzed"]
+        return Run(wall, s["frames"]["analyzed"], s["rep_count"], self.peaks(), s["exercise"]["name"],
+                   s["timing"]["wall_s"], s["cache"]["result"])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float) -> dict[str, Run]:
+    from pipeline.cache import CacheConfig
+
     def median_run(make: Callable[[], Run]) -> Run:
         return sorted((make() for _ in range(repeat)), key=lambda r: r.wall_s)[repeat // 2]
 
-    full, rate = ["--fps", "0", "--no-cache"], ["--fps", f"{c_fps:g}"]
     xdg = fresh_xdg(model)
     try:
+        cache = CacheConfig(disk_path=xdg / "bench-cache.sqlite3")
         runs = {"a": median_run(lambda: naive_run(clip)),
-                "b": median_run(lambda: cli_run(clip, workers, xdg, full)),
-                "c": median_run(lambda: cli_run(clip, workers, xdg, [*rate, "--no-cache"]))}
-        cli_run(clip, workers, xdg, rate)  # fills the result cache
-        runs["d"] = median_run(lambda: cli_run(clip, workers, xdg, rate))
-        runs["e"] = median_run(lambda: ceiling_run(clip, workers, model, max_side))
+                "b": median_run(lambda: svc.run(clip, 0.0, None)),
+                "c": median_run(lambda: svc.run(clip, c_fps, None))}
+        svc.run(clip, c_fps, cache)  # fills the result cache
+        runs["d"] = median_run(lambda: svc.run(clip, c_fps, cache))
+        runs["e"] = median_run(lambda: ceiling_run(clip, svc.workers, model, svc.base.max_side))
+        runs["f"] = median_run(lambda: cli_run(clip, svc.workers, xdg, ["--fps", f"{c_fps:g}", "--no-cache"]))
     finally:
         shutil.rmtree(xdg, ignore_errors=True)
     return runs
@@ -321,8 +377,10 @@ def overall(clips: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for m in MODES:
         rows = [c["runs"][m] for c in clips]
         rss = {k: max(r["rss_mb"].get(k, 0.0) for r in rows) for r in rows for k in r["rss_mb"]}
+        colds = [r["cold_s"] for r in rows if r.get("cold_s") is not None]
         runs[m] = Run(sum(r["wall_s"] for r in rows), sum(r["frames"] for r in rows), None, rss,
-                      json_wall_s=sum(r["json_wall_s"] or 0.0 for r in rows) or None)
+                      json_wall_s=sum(r["json_wall_s"] or 0.0 for r in rows) or None,
+                      cold_s=max(colds) if colds else None)
     return summarize(runs)
 
 
@@ -341,8 +399,9 @@ def _cells(r: dict[str, Any]) -> tuple[list[str], list[str], list[str], str]:
         return f" ×{r[m][key]:.2f}" if m != "a" and r[m][key] else ""
 
     fps = [f"{r[m]['fps']:.1f}{times(m, 'x')}" for m in MODES]
-    wall = [f"{r[m]['wall_s']:.2f}" + (f" ({r[m]['json_wall_s']:.2f})" if r[m]["json_wall_s"] else "")
-            + times(m, "speedup") for m in MODES]
+    wall = [f"{r[m]['wall_s']:.3g}" + (f" ({r[m]['json_wall_s']:.3g})" if r[m]["json_wall_s"] else "")
+            + times(m, "speedup") + (f", cold {r[m]['cold_s']:.2f}" if r[m].get("cold_s") is not None else "")
+            for m in MODES]
     reps = [r[m]["reps"] for m in "abcd"]
     same = "" if all(v == reps[1] for v in reps) else " ≠"
     return fps, wall, [_rss(r[m]["rss_mb"]) for m in MODES], "" if reps[0] is None else "/".join(map(str, reps)) + same
@@ -356,13 +415,25 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join([
         f"{meta['cpus']} CPUs, --workers {meta['workers']}, --repeat {meta['repeat']}; load average (1, 5, 15 min) "
         f"{meta['load_before']} before, {meta['load_after']} after; whole run {meta['total_wall_s']:.0f} s.",
-        f"(c): {meta['c_note']}. (d): (c)'s options, second run (result cache: {meta['d_cache']}).", "",
+        f"(c): {meta['c_note']}. (d): (c)'s options, second run (result cache: {meta['d_cache']}). "
+        "(b)-(d) on one warm pool; (f): a new CLI process per clip at (c)'s rate.", "",
         "Analyzed frames/s (× = over (a)'s); reps a/b/c/d (≠: not all equal to (b)):", "",
         *_table([*head, "reps"], [[n, f, *fps, reps] for n, f, fps, _, _, reps in rows]), "",
-        "Wall s, process start to exit (the CLI's own timing.wall_s); × = (a)'s wall / this wall; "
-        "(e): inference only:", "", *_table(head, [[n, f, *wall] for n, f, _, wall, _, _ in rows]), "",
+        "Wall s ((a): its loop; (b)-(d): analyze() on the warm pool; (e): inference only; (f): launch to exit, "
+        "cold = launch to first inference; overall: the largest); (the analysis's own timing.wall_s); "
+        "× = (a)'s wall / this wall:", "", *_table(head, [[n, f, *wall] for n, f, _, wall, _, _ in rows]), "",
         "Peak RSS MB per process (main + w workers); (a), (e): VmHWM in each child:", "",
-        *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), ""])
+        *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), "", *_pool_lines(meta)])
+
+
+def _pool_lines(meta: dict[str, Any]) -> list[str]:
+    pool = meta.get("pool_rss")
+    if not pool:
+        return []
+    def fmt(d: dict[str, float]) -> str:
+        return "/".join(f"{v:.0f}" for v in d.values())
+    return [f"Pool workers' resident MB: {fmt(pool['warm'])} after warm-up, {fmt(pool['end'])} after "
+            f"{pool['frames']} more analyzed frames.", ""]
 
 
 def default_rate() -> tuple[float, str]:
@@ -398,11 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = registry.resolve(None, cfg.model_cache).path
     (c_fps, c_note), t0, load0 = default_rate(), time.perf_counter(), os.getloadavg()
     clips: list[dict[str, Any]] = []
-    for clip in args.videos:
-        print(f"throughput: {clip}", file=sys.stderr, flush=True)
-        runs = measure_clip(clip, args.workers, args.repeat, model, cfg.max_side, c_fps)
-        clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
-    meta: dict[str, Any] = {
+    svc = Service(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
+    try:
+        for clip in args.videos:
+            print(f"throughput: {clip}", file=sys.stderr, flush=True)
+            runs = measure_clip(clip, svc, args.repeat, model, c_fps)
+            clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
+        pool_rss = {"warm": svc.rss_warm, "end": svc.worker_rss(), "frames": svc.frames}
+    finally:
+        svc.close()
+    meta: dict[str, Any] = {"pool_rss": pool_rss,
         "workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
         "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],
         "total_wall_s": time.perf_counter() - t0, "d_cache": "/".join({c["runs"]["d"]["cache"] for c in clips})}

@@ -38,12 +38,15 @@ def _runs(reps_c: int = 3, wall_a: float = 10.0) -> dict[str, object]:
         "c": T.Run(2.5, 50, reps_c, {"main": 350.0, "worker1": 280.0, "worker2": 281.0}, "squat", 2.0, "off"),
         "d": T.Run(0.5, 50, 3, {"main": 170.0}, "squat", 0.05, "hit"),
         "e": T.Run(2.0, 100, None, {"worker1": 900.0, "worker2": 880.0, "ru_maxrss:worker1": 950.0}),
+        "f": T.Run(4.0, 50, 3, {"main": 250.0, "worker1": 230.0, "worker2": 231.0}, "squat", 3.0, "off", 1.25),
     }
 
 
 def _report(*clips: dict[str, object]) -> dict[str, object]:
     rows = [{"clip": f"clip{i}.mp4", "frames": 100, "runs": T.summarize(r)} for i, r in enumerate(clips)]
     meta = {"workers": 2, "repeat": 1, "cpus": 2, "c_fps": 15.0, "c_note": "--fps 15, the default",
+            "pool_rss": {"warm": {"worker1": 230.0, "worker2": 231.4}, "end": {"worker1": 240.0, "worker2": 239.6},
+                         "frames": 1200},
             "load_before": [0.1, 0.2, 0.3], "load_after": [1.0, 0.5, 0.4], "total_wall_s": 123.4, "d_cache": "hit"}
     return {"meta": meta, "clips": rows, "overall": {"frames": 100 * len(rows), "runs": T.overall(rows)}}
 
@@ -67,23 +70,28 @@ def test_overall_sums_frames_and_walls_and_keeps_largest_peaks() -> None:
     assert o["a"]["frames"] == 200 and o["a"]["wall_s"] == 40.0 and o["a"]["fps"] == 5.0
     assert o["b"]["speedup"] == 4.0 and o["b"]["json_wall_s"] == 8.0 and o["a"]["json_wall_s"] is None
     assert o["b"]["rss_mb"] == {"main": 350.0, "tracker": 12.0, "worker1": 280.0, "worker2": 290.5}
+    assert o["f"]["cold_s"] == 1.25 and o["b"]["cold_s"] is None  # the slowest start over the clips
 
 
 def test_markdown_tables() -> None:
     text = T.markdown(_report(_runs(), _runs(reps_c=2)))
     lines = text.splitlines()
-    head = "| clip | frames | (a) naive | (b) every frame | (c) default rate | (d) cache hit | (e) ceiling |"
+    head = ("| clip | frames | (a) naive | (b) every frame | (c) default rate | (d) cache hit | (e) ceiling "
+            "| (f) CLI cold |")
     assert lines.count(head + " reps |") == 1 and lines.count(head) == 2
-    assert "| clip0.mp4 | 100 | 10.0 | 20.0 ×2.00 | 20.0 ×2.00 | 100.0 ×10.00 | 50.0 ×5.00 | 3/3/3/3 |" in lines
-    assert "| clip1.mp4 | 100 | 10.0 | 20.0 ×2.00 | 20.0 ×2.00 | 100.0 ×10.00 | 50.0 ×5.00 | 3/3/2/3 ≠ |" in lines
-    wall = "| clip0.mp4 | 100 | 10.00 | 5.00 (4.00) ×2.00 | 2.50 (2.00) ×4.00 | 0.50 (0.05) ×20.00 | 2.00 ×5.00 |"
+    fps = "| 10.0 | 20.0 ×2.00 | 20.0 ×2.00 | 100.0 ×10.00 | 50.0 ×5.00 | 12.5 ×1.25 |"
+    assert f"| clip0.mp4 | 100 {fps} 3/3/3/3 |" in lines
+    assert f"| clip1.mp4 | 100 {fps} 3/3/2/3 ≠ |" in lines
+    wall = ("| clip0.mp4 | 100 | 10 | 5 (4) ×2.00 | 2.5 (2) ×4.00 | 0.5 (0.05) ×20.00 | 2 ×5.00 "
+            "| 4 (3) ×2.50, cold 1.25 |")
     assert wall in lines
-    assert "| clip0.mp4 | 100 | 300 | 350 + w 280/290 | 350 + w 280/281 | 170 | w 900/880 |" in lines
+    assert "| clip0.mp4 | 100 | 300 | 350 + w 280/290 | 350 + w 280/281 | 170 | w 900/880 | 250 + w 230/231 |" in lines
     assert any(line.startswith("| **overall** | 200 | 10.0 | 20.0 ×2.00 |") for line in lines)
     assert "[0.1, 0.2, 0.3] before" in text and "whole run 123 s" in text
+    assert "Pool workers' resident MB: 230/231 after warm-up, 240/240 after 1200 more analyzed frames." in lines
     for line in lines:
         if line.startswith("|"):
-            assert line.count("|") in (8, 9), line  # every row has as many cells as its header
+            assert line.count("|") in (9, 10), line  # every row has as many cells as its header
 
 
 def test_read_status_of_this_process() -> None:
