@@ -213,7 +213,7 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
     """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
     lm = load(job.options)
     cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
-    frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint)
+    frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
     with closing(frames_in):  # the capture is released even if inference raises
         chunk = _infer_frames(frames_in, job, lm, cache)
     return chunk

@@ -111,3 +111,10 @@ def test_bad_files(tmp_path: Path, content: bytes | None, error: type[Exception]
         p.write_bytes(content)
     with pytest.raises(error, match="expected"):
         decode.probe(str(p))
+
+
+def test_single_threaded_decoding_gives_the_same_frames(clips: dict[str, Path]) -> None:
+    default = list(decode.iter_frames(str(clips["base"]), 0, 20))
+    single = list(decode.iter_frames(str(clips["base"]), 0, 20, threads=1))
+    assert [f.index for f in single] == [f.index for f in default] == list(range(20))
+    assert all(np.array_equal(a.rgb, b.rgb) and a.t == b.t for a, b in zip(default, single, strict=True))
