@@ -2,8 +2,9 @@
 
     python -m pytest benchmarks/bench_kernels.py --benchmark-only -q
 
-- ``test_kernel``: each kernel of :mod:`pipeline.kernels` against its twin in
-  :mod:`pipeline.reference`, parametrized by implementation x size (1k, 10k, 100k frames);
+- ``test_kernel``: the per-frame kernels of :mod:`pipeline.kernels` (those with one array
+  answer) against their twins in :mod:`pipeline.reference`, parametrized by implementation x
+  size (1k, 10k, 100k frames);
   one group per kernel and size. The JIT is warmed (and the twins' answers checked
   against the kernel's) before timing.
 - ``test_full_features``: ``pipeline.analyze.finish`` (everything after inference) on a
@@ -36,7 +37,10 @@ from pipeline.reps import thresholds
 FPS = 30.0
 SIZES = (1_000, 10_000, 100_000)
 IMPLS: dict[str, ModuleType] = {"numba": kernels, "numpy": reference}
-KERNELS = ("joint_angles", "fill_gaps", "smooth", "rolling_max", "segment_reps", "rep_phases")
+KERNELS = (
+    "joint_angles", "fill_gaps", "smooth", "rolling_max", "envelope", "combine", "segment_reps", "valid_reps",
+    "refine_reps", "rep_phases",
+)
 PERIOD_S = 2.0  # one rep every 2 s
 MAX_GAP = 12  # frames (0.4 s), as pipeline.reps uses at 30 fps
 SMOOTH_HALF = 3  # frames (0.1 s)
@@ -69,12 +73,23 @@ def _inputs(n: int) -> dict[str, tuple[object, ...]]:
     lo, hi = thresholds(s, ENVELOPE_HALF, MIN_ROM)
     reps = kernels.segment_reps(s, lo, hi, MIN_LEN, MAX_GAP)
     assert len(reps) > n / FPS / PERIOD_S / 2, f"only {len(reps)} reps in {n} frames: not a realistic signal"
+    # four knee/hip-like angle columns around the excursion, visibility that dips now and then
+    raw = np.stack([170.0 - gappy + rng.normal(0.0, 3.0, n) for _ in range(4)], axis=1)
+    vis = np.clip(rng.normal(0.8, 0.25, (n, 4)), 0.0, 1.0)
+    meds = np.nanmedian(raw, axis=0)
+    walking = rng.random(n) < 0.1
+    posture = rng.normal(10.0, 5.0, n)
     return {
         "joint_angles": (pts, angles.TRIPLES),
         "fill_gaps": (gappy, MAX_GAP),
         "smooth": (gappy, SMOOTH_HALF),
         "rolling_max": (s, ENVELOPE_HALF),
+        "envelope": (s, ENVELOPE_HALF),
+        "combine": (raw, vis, np.arange(4), np.array([-1.0, -1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.5, 0.5]),
+                    meds, 0.15, 0.35),
         "segment_reps": (s, lo, hi, MIN_LEN, MAX_GAP),
+        "valid_reps": (s, reps, MIN_ROM, walking, posture, 0.3, 50.0),
+        "refine_reps": (s, reps, 0.03),
         "rep_phases": (170.0 - gappy, t, reps, PAUSE_BAND),  # the knee angle itself, NaN runs and all
     }
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from models import registry
 
-from . import angles, classify, measures
+from . import angles, classify, geometry, kernels, measures
 from . import reps as R
 from .config import AUTO, AnalysisConfig
 from .decode import probe
@@ -123,40 +123,50 @@ def _generic(raw: np.ndarray, vis: np.ndarray, t: np.ndarray) -> Exercise:
         if not name.endswith(GENERIC_ANGLES):
             continue
         a = np.where(vis[:, j] >= angles.VISIBLE, raw[:, j], np.nan)
-        ok = np.isfinite(a)
-        if ok.sum() < 8:
+        (lo, hi), seen = kernels.percentiles(a, _Q_GENERIC, True)
+        if seen < 8:
             continue
-        lo, hi = np.percentile(a[ok], [5, 95])
         _, strength = R.dominant_period(a, fps)
-        score = (hi - lo) * strength * ok.mean()
+        score = (hi - lo) * strength * (seen / len(a))
         if score > best_score:
-            med = np.median(a[ok])
+            med = kernels.nan_median(a, True)
             # the turning point is the brief extreme: rest is where the signal mostly sits
             best, best_score, best_dir = name, score, (1 if med - lo < hi - med else -1)
     return Exercise(GENERIC, best, (Component(best, best_dir),), (), GENERIC_MIN_ROM, ())
 
 
-def _motion_evidence(ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray) -> float:
+_Q_GENERIC = np.array([5 / 100, 95 / 100])  # np.percentile's q / 100
+
+
+def _motion_evidence(
+    ex: Exercise, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray, counter: R.Counter | None = None
+) -> float:
     """0.6 when the exercise's own counter finds no rep, rising to 1 with two reps whose range is
     at least twice the exercise's minimum (a real set moves well past the bare minimum)."""
-    posture = raw[:, angles.NAMES.index("trunk_lean")]
-    seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, None, posture)
+    if counter is None:
+        counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
+    seg = counter.count(ex.components, ex.min_rom_deg)
     if len(seg.reps) == 0:
         return 0.6
-    amp = float(np.median([seg.signal[p] - np.nanmin(seg.signal[a : b + 1]) for a, p, b in seg.reps]))
+    amp = float(np.median(kernels.amplitudes(seg.signal, seg.reps)))
     return 0.6 + 0.4 * min(len(seg.reps), 2) / 2 * min(1.0, amp / (2 * ex.min_rom_deg))
 
 
 def choose_exercise(
-    cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray
+    cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray, counter: R.Counter | None = None
 ) -> tuple[Exercise, str, float, dict[str, float]]:
-    """(exercise, source 'given'|'detected', confidence, scores)."""
+    """(exercise, source 'given'|'detected', confidence, scores). ``counter`` shares the counts
+    tried here with the caller's final count."""
     if cfg.exercise == GENERIC:
         return _generic(raw, vis, pose.t), "given", 1.0, {}
     if cfg.exercise != AUTO:
         return EXERCISES[cfg.exercise], "given", 1.0, {}
+    if counter is None:
+        counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
     posture = classify.score_exercises(classify.features(pose, raw, angles.NAMES))
-    scores = {k: v * _motion_evidence(EXERCISES[k], pose, raw, vis) if v > 0.01 else v for k, v in posture.items()}
+    counter.prepare([EXERCISES[k].components for k, v in posture.items() if v > 0.01])
+    scores = {k: v * _motion_evidence(EXERCISES[k], pose, raw, vis, counter) if v > 0.01 else v
+              for k, v in posture.items()}
     name = max(scores, key=lambda k: scores[k])
     total = sum(scores.values())
     conf = scores[name] / total if total > 0 else 0.0
@@ -170,14 +180,14 @@ def finish(
     stride: int, wall_s: float, infer_s: float,
 ) -> Analysis:
     t0 = time.perf_counter()
-    raw, vis = angles.compute_raw(pose)
-    table = angles.gate(raw, vis)
-    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis)
-    posture = raw[:, angles.NAMES.index("trunk_lean")]
-    seg = R.count(raw, vis, angles.NAMES, ex.components, pose.t, ex.min_rom_deg, R.walking_mask(pose), posture)
+    geo = geometry.measure(pose)
+    raw, vis, table = geo.raw, geo.vis, geo.table
+    counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
+    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter)
+    seg = counter.count(ex.components, ex.min_rom_deg, R.walking_mask(pose, geo=geo))
     seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
-    reps = measures.measure_reps(ex, table, vis, pose.t, seg.signal, seg.reps)
-    view, yaw, view_conf = classify.detect_view(pose)
+    reps, primary = measures.measure(ex, table, vis, pose.t, seg.signal, seg.reps)
+    view, yaw, view_conf = classify.detect_view(pose, geo)
     detected = int(pose.detected.sum())
     reason = None
     if detected == 0:
@@ -205,7 +215,7 @@ def finish(
         "primary_signal": {
             "angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2),
         },
-        "reps": [r.to_dict() for r in reps],
+        "reps": measures.to_json(reps),
         "fatigue": measures.fatigue(reps),
         "fault_definitions": {f.name: f.message for f in ex.faults},
         "frames": {"total": info.frames, "analyzed": len(pose), "detected": detected},
@@ -217,5 +227,4 @@ def finish(
         "params": {"fps": cfg.fps, "stride": stride, "max_side": cfg.max_side, "workers": cfg.workers,
                    "num_poses": cfg.num_poses},
     }
-    primary = measures.merged(table, vis, ex.primary)
     return Analysis(info, pose, table, ex.primary, primary, reps, summary)

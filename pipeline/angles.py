@@ -54,13 +54,13 @@ def _extend(points: np.ndarray, up: np.ndarray) -> np.ndarray:
     return np.concatenate([points, mid_s[:, None], mid_h[:, None], (mid_h + up)[:, None]], axis=1)
 
 
-def _visibility(angle: JointAngle, vis: np.ndarray) -> np.ndarray:
-    """(n,) visibility of the angle: that of its least visible landmark."""
+def _visibility_columns(angle: JointAngle) -> list[int]:
+    """The landmarks whose least visibility is the angle's (virtual ones stand for their sources)."""
     idx = [i for i in (angle.a, angle.b, angle.c) if i < 33]
     extra = {MID_SHOULDER: [L.L_SHOULDER, L.R_SHOULDER], MID_HIP: [L.L_HIP, L.R_HIP], UP: []}
     for i in (angle.a, angle.b, angle.c):
         idx += extra.get(i, [])
-    return vis[:, idx].min(axis=1)
+    return idx
 
 
 def compute(pose: PoseSeries, visible: float = VISIBLE) -> AngleTable:
@@ -74,12 +74,23 @@ def gate(raw: np.ndarray, vis: np.ndarray, visible: float = VISIBLE) -> AngleTab
 
 
 TRIPLES = np.array([(a.a, a.b, a.c) for a in ANGLES], np.int64)
+_COLS = [_visibility_columns(a) for a in ANGLES]
+VIS_COLUMNS = np.array([c + [-1] * (max(map(len, _COLS)) - len(c)) for c in _COLS], np.int64)  # -1 pads
+
+
+def compute_all(pose: PoseSeries, visible: float = VISIBLE) -> tuple[np.ndarray, np.ndarray, AngleTable]:
+    """(raw, vis, table): ungated angles (n, m) degrees, their visibility (n, m) (that of the least
+    visible landmark) and the table gated at ``visible``, in one pass over the landmarks
+    (:func:`pipeline.geometry.measure` measures them along with the rest of the frame's geometry)."""
+    none = np.zeros(0, np.int64)
+    raw, vis, gated, *_ = kernels.pose_geometry(
+        np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
+        float(pose.aspect), kernels.ANGLES, TRIPLES, VIS_COLUMNS, visible, none, none, none,
+    )
+    return raw, vis, AngleTable(NAMES, gated)
 
 
 def compute_raw(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:
     """Ungated angles (n, m) degrees and their visibility (n, m): the least visible landmark."""
-    n = len(pose)
-    world = _extend(pose.world.astype(np.float64), np.array([0.0, -1.0, 0.0]))
-    out = kernels.joint_angles(np.ascontiguousarray(world), TRIPLES) if n else np.zeros((0, len(ANGLES)))
-    vis = np.stack([_visibility(a, pose.visibility) for a in ANGLES], axis=1) if n else np.zeros((0, len(ANGLES)))
-    return out, vis.astype(np.float64)
+    raw, vis, _ = compute_all(pose)
+    return raw, vis

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import geometry, kernels
 from . import landmarks as L
+from .geometry import Geometry
 from .records import PoseSeries
 
 
@@ -26,14 +28,27 @@ class Rule:
     soft: float
 
 
+_Q_ROM = np.array([95 / 100, 5 / 100])  # np.percentile's q / 100
+_Q_P90 = np.array([90 / 100.0])
+
+
 def _rom(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.percentile(x, 95) - np.percentile(x, 5)) if len(x) > 4 else 0.0
+    """5th to 95th percentile range of the finite values (0 with five or fewer)."""
+    (p95, p5), n = kernels.percentiles(x, _Q_ROM, True)
+    return float(p95 - p5) if n > 4 else 0.0
 
 
 def _med(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if len(x) else float("nan")
+    return float(kernels.nan_median(x, True))
+
+
+def _p90(x: np.ndarray) -> float:
+    """90th percentile ignoring NaN (0 without a finite value)."""
+    return float(kernels.percentiles(x, _Q_P90, False)[0][0]) if np.isfinite(x).any() else 0.0
+
+
+_XY = np.array([L.NOSE, L.L_SHOULDER, L.R_SHOULDER, L.L_WRIST, L.R_WRIST, L.L_HIP, L.R_HIP])  # what features use
+_WORLD = np.array([L.L_SHOULDER, L.R_SHOULDER, L.L_HIP, L.L_ANKLE, L.R_ANKLE])
 
 
 def features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -49,17 +64,19 @@ def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict
         return raw[:, names.index(name)]
 
     def pair(name: str) -> np.ndarray:
-        return np.nanmean(np.vstack([col(f"left_{name}"), col(f"right_{name}")]), axis=0) if len(raw) else np.zeros(0)
+        return kernels.pair_mean(raw, names.index(f"left_{name}"), names.index(f"right_{name}"))
 
-    u = pose.xy_units()
-    w = pose.world.astype(np.float64)
-    torso = np.linalg.norm(u[:, [L.L_SHOULDER, L.R_SHOULDER]].mean(1) - u[:, [L.L_HIP, L.R_HIP]].mean(1), axis=1)
-    sh_y = u[:, [L.L_SHOULDER, L.R_SHOULDER], 1].mean(1)
-    wr_y = u[:, [L.L_WRIST, L.R_WRIST], 1].mean(1)
-    nose_y = u[:, L.NOSE, 1]
-    leg = np.linalg.norm(w[:, L.L_HIP] - w[:, L.L_ANKLE], axis=1)
-    shoulder_dir = w[:, L.R_SHOULDER] - w[:, L.L_SHOULDER]
-    ankles = w[:, L.R_ANKLE] - w[:, L.L_ANKLE]
+    u = pose.xy[:, _XY].astype(np.float64)  # only the landmarks used: (n, 7, 2), x in frame heights
+    u[..., 0] *= pose.aspect
+    nose, sh, wr, hips = u[:, 0], u[:, 1:3], u[:, 3:5], u[:, 5:7]
+    w = pose.world[:, _WORLD].astype(np.float64)
+    torso = np.linalg.norm(sh.mean(1) - hips.mean(1), axis=1)
+    sh_y = sh[:, :, 1].mean(1)
+    wr_y = wr[:, :, 1].mean(1)
+    nose_y = nose[:, 1]
+    leg = np.linalg.norm(w[:, 2] - w[:, 3], axis=1)
+    shoulder_dir = w[:, 1] - w[:, 0]
+    ankles = w[:, 4] - w[:, 3]
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = shoulder_dir / np.linalg.norm(shoulder_dir, axis=1, keepdims=True)
         lateral = np.abs(np.einsum("ij,ij->i", ankles, sd))
@@ -75,8 +92,8 @@ def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict
             "shoulder_rom": _rom(pair("shoulder")),
             "spread_rom": _rom(col("leg_spread")),
             "wrists_over_head": float(np.nanmean(wr_y < nose_y)) if len(raw) else 0.0,
-            "arm_height_p90": float(np.nanpercentile(arm_height, 90)) if np.isfinite(arm_height).any() else 0.0,
-            "split_p90": float(np.nanpercentile(split, 90)) if np.isfinite(split).any() else 0.0,
+            "arm_height_p90": _p90(arm_height),
+            "split_p90": _p90(split),
             "jack_sync": _corr(pair("shoulder"), col("leg_spread")),
         }
 
@@ -126,23 +143,22 @@ def score_exercises(feats: dict[str, float]) -> dict[str, float]:
 SIDE_DEG, FRONT_DEG = 45.0, 20.0  # yaw of the shoulder/hip line; MediaPipe's depth underestimates it
 
 
-def detect_view(pose: PoseSeries) -> tuple[str, float, float]:
+def detect_view(pose: PoseSeries, geo: Geometry | None = None) -> tuple[str, float, float]:
     """(side|front|oblique|back|unknown, yaw degrees, confidence) from the 3D shoulder and hip lines.
 
     Facing away shows as the left shoulder on the image's left (MediaPipe labels
-    sides by body, not by image position).
+    sides by body, not by image position). ``geo``: the clip's geometry when already measured.
     """
-    w = pose.world.astype(np.float64)
-    ok = np.isfinite(w[:, 0, 0])
-    if ok.sum() == 0:
+    dx, dz, posed, shoulders_x = (
+        (geo.line_dx, geo.line_dz, geo.posed, geo.shoulders_x) if geo is not None else geometry.lines(pose)
+    )
+    if not posed.any():
         return "unknown", float("nan"), 0.0
-    lines = np.concatenate([w[ok, L.R_SHOULDER] - w[ok, L.L_SHOULDER], w[ok, L.R_HIP] - w[ok, L.L_HIP]])
-    yaw = float(np.median(np.degrees(np.arctan2(np.abs(lines[:, 2]), np.abs(lines[:, 0])))))
+    yaw = float(kernels.view_yaw(dx, dz, posed))
     margin = min(abs(yaw - SIDE_DEG), abs(yaw - FRONT_DEG))
     conf = round(0.5 + 0.5 * min(1.0, margin / 15.0), 3)
     if yaw >= SIDE_DEG:
         return "side", yaw, conf
     if yaw > FRONT_DEG:
         return "oblique", yaw, conf
-    dx = pose.xy[ok][:, L.L_SHOULDER, 0] - pose.xy[ok][:, L.R_SHOULDER, 0]
-    return ("back" if float(np.median(dx)) < -0.02 else "front"), yaw, conf
+    return ("back" if kernels.posed_median(shoulders_x, posed) < -0.02 else "front"), yaw, conf

@@ -1,14 +1,25 @@
 """Numba kernels for the features stage: arrays and scalars in, arrays out, no I/O.
 
 Every kernel has a plain numpy twin in :mod:`pipeline.reference`; tests assert
-they agree on random inputs, NaN runs, zero length and one frame.
+they agree on random inputs, NaN runs, zero length and one frame. Where the twin is
+the numpy code the pipeline used before the kernel, the kernel reproduces numpy's
+arithmetic (pairwise sums, ``(a + b) / 2`` medians, percentile interpolation) so
+the answers are the same to the bit.
 
 - ``joint_angles``: angle at the middle landmark of each (a, b, c) triple, degrees.
+- ``pose_angles``: the same on world landmarks plus the virtual ones, with visibility and gating.
 - ``fill_gaps``: linear interpolation across NaN runs no longer than ``max_gap``.
 - ``smooth``: NaN-aware centred moving average (NaN stays NaN).
 - ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
+- ``thresholds``: rest / turn levels from the envelope (NaN where it is too narrow).
+- ``masked_median``, ``combine``: the visibility-weighted combined signal.
+- ``centre_finite``, ``lag_counts``, ``pick_period``: the autocorrelation period estimate.
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
+- ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
+- ``walking``: frames where the body travels rather than exercising in place.
 - ``rep_phases``: eccentric / pause / concentric frame counts and peak speed per rep.
+- ``merge_pair``, ``window_extremes``, ``rep_extras``: per-rep measures.
+- ``view_yaw``, ``view_dx``, ``percentile``: clip-level view and posture statistics.
 """
 
 from __future__ import annotations
@@ -18,8 +29,41 @@ import math
 import numpy as np
 from numba import njit
 
+# asin's rational approximation on [0, 0.25] and pi/2 in two parts (fdlibm, as in musl's acos)
+_PIO2_HI, _PIO2_LO = 1.57079632679489655800e00, 6.12323399573676603587e-17
+_PS = (1.66666666666666657415e-01, -3.25565818622400915405e-01, 2.01212532134862925881e-01,
+       -4.00555345006794114027e-02, 7.91534994289814532176e-04, 3.47933107596021167570e-05)
+_QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.88283971605453293030e-01,
+       7.70381505559019352791e-02)
 
-@njit(cache=True)
+
+@njit(cache=True, inline="always")
+def _acos_deg(x: float) -> float:
+    """acos(x) in degrees for x in [-1, 1] (NaN stays NaN), within 2 ulp of libm's.
+
+    fdlibm's algorithm without branches (every case computed, one selected), so loops over
+    arrays vectorize: libm's acos is a scalar call that costs as much as the rest of the
+    angle put together. The head of sqrt((1 - x) / 2) comes from a Veltkamp split rather
+    than by clearing bits.
+    """
+    ax = abs(x)
+    big = (1.0 - ax) * 0.5
+    small = ax <= 0.5
+    z = x * x if small else big
+    p = z * (_PS[0] + z * (_PS[1] + z * (_PS[2] + z * (_PS[3] + z * (_PS[4] + z * _PS[5])))))
+    q = 1.0 + z * (_QS[0] + z * (_QS[1] + z * (_QS[2] + z * _QS[3])))
+    r = p / q
+    s = math.sqrt(big)
+    t = s * 134217729.0
+    head = t - (t - s)
+    c = (big - head * head) / (s + head) if s > 0.0 else 0.0  # x = 1: no 0 / 0
+    near = _PIO2_HI - (x - (_PIO2_LO - x * r))
+    pos = 2.0 * (head + (r * s + c))
+    neg = 2.0 * (_PIO2_HI - (s + (r * s - _PIO2_LO)))
+    return (near if small else (pos if x > 0.0 else neg)) * (180.0 / math.pi)
+
+
+@njit(cache=True, error_model="numpy")
 def joint_angles(pts: np.ndarray, triples: np.ndarray) -> np.ndarray:
     """pts (n, L, d) float64, triples (m, 3) int64 -> (n, m) float64 degrees in [0, 180]."""
     n, m, d = pts.shape[0], triples.shape[0], pts.shape[2]
@@ -38,8 +82,7 @@ def joint_angles(pts: np.ndarray, triples: np.ndarray) -> np.ndarray:
                 nc += v * v
             den = math.sqrt(na * nc)
             if den > 0.0:
-                cosv = min(1.0, max(-1.0, dot / den))
-                out[i, j] = math.degrees(math.acos(cosv))
+                out[i, j] = _acos_deg(min(1.0, max(-1.0, dot / den)))
             else:
                 out[i, j] = np.nan
     return out
@@ -64,66 +107,90 @@ def fill_gaps(x: np.ndarray, max_gap: int) -> np.ndarray:
 
 @njit(cache=True)
 def smooth(x: np.ndarray, half: int) -> np.ndarray:
-    """Centred mean over finite values in [i-half, i+half]; NaN where x[i] is NaN."""
+    """Centred mean over finite values in [i-half, i+half]; NaN where x[i] is NaN.
+
+    A running sum: frame i + half comes in, then frame i - half - 1 goes out. NaN enters as
+    0.0, which leaves the sum unchanged (it is never -0.0), so the loop has no branches.
+    """
     n = x.shape[0]
     out = np.empty(n)
     s = 0.0
     c = 0
-    lo = 0
-    hi = -1  # window [lo, hi] currently summed
+    for j in range(min(n, half + 1)):
+        v = x[j]
+        ok = v == v
+        s += v if ok else 0.0
+        c += ok
     for i in range(n):
-        want_lo = max(0, i - half)
-        want_hi = min(n - 1, i + half)
-        while hi < want_hi:
-            hi += 1
-            if not np.isnan(x[hi]):
-                s += x[hi]
-                c += 1
-        while lo < want_lo:
-            if not np.isnan(x[lo]):
-                s -= x[lo]
-                c -= 1
-            lo += 1
-        out[i] = np.nan if (np.isnan(x[i]) or c == 0) else s / c
+        if i > 0:
+            j = i + half
+            if j < n:
+                v = x[j]
+                ok = v == v
+                s += v if ok else 0.0
+                c += ok
+            k = i - half - 1
+            if k >= 0:
+                v = x[k]
+                ok = v == v
+                s -= v if ok else 0.0
+                c -= ok
+        v = x[i]
+        out[i] = s / c if (v == v and c > 0) else np.nan
     return out
 
 
 @njit(cache=True)
-def _rolling_ext(x: np.ndarray, half: int, sign: float) -> np.ndarray:
-    # Monotonic deque over a centred window; O(n). sign=1 -> max, -1 -> min.
+def envelope(x: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of the finite values of x in [i-half, i+half] per frame; NaN where none.
+
+    van Herk / Gil-Werman: over x padded with half NaN each side, blocks of the window's width
+    carry running extremes from their start (prefix) and to their end (suffix); a window
+    spans at most two blocks, so its extreme is that of one suffix and one prefix.
+    """
     n = x.shape[0]
-    out = np.full(n, np.nan)
-    dq = np.empty(n, np.int64)
-    head = 0
-    tail = 0
-    nxt = 0
+    w = 2 * half + 1
+    size = n + 2 * half
+    y = np.full(size, np.nan)
+    y[half : half + n] = x
+    pre_lo = np.empty(size)
+    pre_hi = np.empty(size)
+    suf_lo = np.empty(size)
+    suf_hi = np.empty(size)
+    for start in range(0, size, w):
+        end = min(start + w, size)
+        lo = hi = np.nan
+        for j in range(start, end):
+            v = y[j]
+            lo = v if ((lo != lo) | (v < lo)) else lo
+            hi = v if ((hi != hi) | (v > hi)) else hi
+            pre_lo[j], pre_hi[j] = lo, hi
+        lo = hi = np.nan
+        for j in range(end - 1, start - 1, -1):
+            v = y[j]
+            lo = v if ((lo != lo) | (v < lo)) else lo
+            hi = v if ((hi != hi) | (v > hi)) else hi
+            suf_lo[j], suf_hi[j] = lo, hi
+    lo_out = np.empty(n)
+    hi_out = np.empty(n)
     for i in range(n):
-        right = min(n - 1, i + half)
-        while nxt <= right:
-            v = x[nxt]
-            if not np.isnan(v):
-                while tail > head and sign * x[dq[tail - 1]] <= sign * v:
-                    tail -= 1
-                dq[tail] = nxt
-                tail += 1
-            nxt += 1
-        while tail > head and dq[head] < i - half:
-            head += 1
-        if tail > head:
-            out[i] = x[dq[head]]
-    return out
+        a, b = suf_lo[i], pre_lo[i + w - 1]
+        lo_out[i] = b if ((a != a) | (b < a)) else a
+        a, b = suf_hi[i], pre_hi[i + w - 1]
+        hi_out[i] = b if ((a != a) | (b > a)) else a
+    return lo_out, hi_out
 
 
 @njit(cache=True)
 def rolling_max(x: np.ndarray, half: int) -> np.ndarray:
     """Max of finite values in [i-half, i+half]; NaN if none."""
-    return _rolling_ext(x, half, 1.0)
+    return envelope(x, half)[1]
 
 
 @njit(cache=True)
 def rolling_min(x: np.ndarray, half: int) -> np.ndarray:
     """Min of finite values in [i-half, i+half]; NaN if none."""
-    return _rolling_ext(x, half, -1.0)
+    return envelope(x, half)[0]
 
 
 @njit(cache=True)
@@ -217,4 +284,968 @@ def rep_phases(a: np.ndarray, t: np.ndarray, reps: np.ndarray, band: float) -> n
         out[r, 2] = t[e] - t[p1]
         out[r, 3] = rom
         out[r, 4] = vmax
+    return out
+
+
+# ------------------------------------------------------------- numpy's arithmetic, exactly
+
+
+@njit(cache=True)
+def _pw_block(x: np.ndarray, lo: int, n: int) -> float:
+    # numpy's pairwise_sum leaf (n <= 128): 8 accumulators, combined as a tree, then the tail
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += x[lo + i]
+        return res
+    r0, r1, r2, r3 = x[lo], x[lo + 1], x[lo + 2], x[lo + 3]
+    r4, r5, r6, r7 = x[lo + 4], x[lo + 5], x[lo + 6], x[lo + 7]
+    i = 8
+    end = n - n % 8
+    while i < end:
+        r0 += x[lo + i]
+        r1 += x[lo + i + 1]
+        r2 += x[lo + i + 2]
+        r3 += x[lo + i + 3]
+        r4 += x[lo + i + 4]
+        r5 += x[lo + i + 5]
+        r6 += x[lo + i + 6]
+        r7 += x[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += x[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _pw(x: np.ndarray, lo: int, n: int) -> float:
+    # numpy's pairwise_sum: split in halves (the left one a multiple of 8) down to leaves of <= 128,
+    # summed as left + right at every level. Iterative: cached numba functions cannot recurse.
+    if n <= 128:
+        return _pw_block(x, lo, n)
+    st_lo = np.empty(64, np.int64)
+    st_n = np.empty(64, np.int64)
+    st_left = np.empty(64)
+    st_right = np.zeros(64, np.bool_)  # the left half is summed, the right one is in progress
+    top = 0
+    st_lo[0], st_n[0], st_right[0] = lo, n, False
+    while True:
+        m = st_n[top]
+        if m > 128:  # descend into the left half
+            half = m // 2
+            half -= half % 8
+            top += 1
+            st_lo[top], st_n[top], st_right[top] = st_lo[top - 1], half, False
+            continue
+        v = _pw_block(x, st_lo[top], m)
+        top -= 1
+        while top >= 0 and st_right[top]:  # a right half is done: combine with its left
+            v = st_left[top] + v
+            top -= 1
+        if top < 0:
+            return v
+        st_left[top] = v  # a left half is done: start the right one
+        st_right[top] = True
+        half = st_n[top] // 2
+        half -= half % 8
+        top += 1
+        st_lo[top], st_n[top], st_right[top] = st_lo[top - 1] + half, st_n[top - 1] - half, False
+
+
+@njit(cache=True)
+def _np_sum(x: np.ndarray, lo: int, n: int) -> float:
+    # np.sum of x[lo:lo+n]: pairwise within blocks of numpy's buffer size (8192), blocks added in turn
+    res = 0.0
+    for start in range(0, n, 8192):
+        res += _pw(x, lo + start, min(8192, n - start))
+    return res
+
+
+@njit(cache=True)
+def pairwise_sum(x: np.ndarray) -> float:
+    """``np.sum`` of a contiguous 1-D float64 array, to the bit: numpy's pairwise summation within
+    blocks of its default buffer size (8192 values), the blocks added in turn."""
+    return _np_sum(x, 0, x.shape[0])
+
+
+@njit(cache=True)
+def _select(a: np.ndarray, k: int, lo: int, hi: int) -> float:
+    """Reorder a[lo:hi+1] so a[k] holds what a sorted copy would (smaller left, larger right); no NaN."""
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(cache=True)
+def _min_from(a: np.ndarray, lo: int, hi: int) -> float:
+    m = a[lo]
+    for i in range(lo + 1, hi):
+        if a[i] < m:
+            m = a[i]
+    return m
+
+
+@njit(cache=True)
+def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
+    """The k-th and (k+1)-th smallest of buf[:n] (0-based; both the last when k == n - 1).
+    No NaN; reorders buf.
+
+    Long inputs are first counted into bins between their min and max (the bin of a value
+    never decreases as the value grows), then only the bin holding rank k is selected in.
+    """
+    if n <= 512:
+        a = _select(buf, k, 0, n - 1)
+        return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
+    lo, hi = buf[0], buf[0]
+    for i in range(1, n):
+        v = buf[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    if lo == hi:
+        return lo, lo
+    width = hi - lo
+    if not np.isfinite(width):
+        a = _select(buf, k, 0, n - 1)
+        return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
+    bins = n // 8
+    scale = bins / width
+    counts = np.zeros(bins + 1, np.int64)
+    for i in range(n):
+        counts[min(int((buf[i] - lo) * scale), bins - 1)] += 1
+    below = 0
+    target = 0
+    while below + counts[target] <= k:
+        below += counts[target]
+        target += 1
+    rank = k - below
+    size = counts[target]
+    tmp = np.empty(size + 1)
+    after = np.inf  # the smallest value above the target bin
+    m = 0
+    for i in range(n):  # without branches: the bin test is a coin toss for the predictor
+        v = buf[i]
+        b = min(int((v - lo) * scale), bins - 1)
+        tmp[min(m, size)] = v
+        m += b == target
+        after = v if ((b > target) & (v < after)) else after
+    a = _select(tmp, rank, 0, size - 1)
+    if k + 1 >= n:
+        return a, a
+    return a, (_min_from(tmp, rank + 1, size) if rank + 1 < size else after)
+
+
+@njit(cache=True)
+def _median(buf: np.ndarray, n: int) -> float:
+    """``np.median`` of buf[:n] (no NaN; reorders buf): the middle value or the mean of the two."""
+    if n == 0:
+        return np.nan
+    half = n >> 1
+    if n & 1:
+        return (0.0 + _order_pair(buf, n, half)[0]) / 1.0
+    a, b = _order_pair(buf, n, half - 1)
+    return ((0.0 + a) + b) / 2.0
+
+
+@njit(cache=True)
+def _quantile(buf: np.ndarray, n: int, q: float) -> float:
+    """``np.percentile(buf[:n], 100 * q)`` (linear; reorders buf), numpy's index and lerp arithmetic."""
+    virtual = (n - 1) * q
+    if virtual >= n - 1:  # numpy takes the last value and keeps -1 as the "previous index"
+        prev = n - 1
+        gamma = virtual - (-1.0)
+    else:
+        fl = math.floor(virtual)
+        prev = int(fl)
+        gamma = virtual - fl
+        if virtual < 0:
+            prev = 0
+    a, b = _order_pair(buf, n, prev)
+    if virtual >= n - 1 or virtual < 0:
+        b = a
+    diff = b - a
+    out = a + diff * gamma
+    if gamma >= 0.5:
+        out = b - diff * (1 - gamma)
+    return out
+
+
+@njit(cache=True)
+def _kept(x: np.ndarray, finite_only: bool) -> tuple[np.ndarray, int]:
+    # (buffer holding the non-NaN values of x (finite ones only if finite_only) first, how many)
+    buf = np.empty(x.shape[0])
+    n = 0
+    for v in x:
+        if not np.isnan(v) and (not finite_only or np.isfinite(v)):
+            buf[n] = v
+            n += 1
+    return buf, n
+
+
+@njit(cache=True)
+def percentiles(x: np.ndarray, qs: np.ndarray, finite_only: bool) -> tuple[np.ndarray, int]:
+    """(``np.nanpercentile(x, 100 * qs)``, how many values it was taken over); with finite_only
+    over the finite values only, as ``np.percentile(x[np.isfinite(x)], ...)``. NaN when none."""
+    buf, n = _kept(x, finite_only)
+    out = np.full(qs.shape[0], np.nan)
+    if n:
+        for i in range(qs.shape[0]):
+            out[i] = _quantile(buf, n, qs[i])
+    return out, n
+
+
+@njit(cache=True)
+def nan_median(x: np.ndarray, finite_only: bool = False) -> float:
+    """``np.nanmedian`` of a 1-D array (or ``np.median`` of its finite values); NaN when none."""
+    buf, n = _kept(x, finite_only)
+    return _median(buf, n)
+
+
+@njit(cache=True)
+def pair_mean(raw: np.ndarray, jl: int, jr: int) -> np.ndarray:
+    """``np.nanmean`` of columns jl and jr of raw (n, m), per frame (NaN where both are NaN)."""
+    n = raw.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        a, b = raw[i, jl], raw[i, jr]
+        cnt = (0 if np.isnan(a) else 1) + (0 if np.isnan(b) else 1)
+        tot = (0.0 + (0.0 if np.isnan(a) else a)) + (0.0 if np.isnan(b) else b)
+        out[i] = tot / cnt if cnt else np.nan
+    return out
+
+
+# ------------------------------------------------------------------------- pose -> angles
+
+
+# --------------------------------------------------------------- per-frame geometry
+
+_BLOCK, _STRIDE = 256, 264  # frames per block; buffer row length (not a multiple of 4 KiB: no aliasing)
+ANGLES, SCALE, LINES = 1, 2, 4  # what pose_geometry measures (flags)
+
+
+@njit(cache=True, error_model="numpy")
+def _sqrt_limit(y: float) -> float:
+    # the largest x with sqrt(x) <= y (rounded): sqrt(x) > y exactly when x > this
+    x = y * y
+    while math.sqrt(np.nextafter(x, np.inf)) <= y:
+        x = np.nextafter(x, np.inf)
+    while math.sqrt(x) > y:
+        x = np.nextafter(x, -np.inf)
+    return x
+
+
+@njit(cache=True, error_model="numpy")
+def _block_angles(
+    pts: np.ndarray, lv: np.ndarray, size: int, start: int, triples: np.ndarray, vis_idx: np.ndarray,
+    visible: float, ang: np.ndarray, least: np.ndarray, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
+) -> None:
+    # pts rows 3 * landmark + coordinate (33..35: the virtual landmarks), lv rows by landmark
+    for k in range(3):  # as numpy's mean over two: (0 + a + b) / 2
+        sa, sb, ha, hb = pts[33 + k], pts[36 + k], pts[69 + k], pts[72 + k]
+        mid_s, mid_h, up = pts[99 + k], pts[102 + k], pts[105 + k]
+        step = -1.0 if k == 1 else 0.0
+        for f in range(size):
+            mid_s[f] = ((0.0 + sa[f]) + sb[f]) / 2.0
+            mid_h[f] = ((0.0 + ha[f]) + hb[f]) / 2.0
+            up[f] = mid_h[f] + step
+    m, width = triples.shape[0], vis_idx.shape[1]
+    for j in range(m):
+        a, b, c = 3 * triples[j, 0], 3 * triples[j, 1], 3 * triples[j, 2]
+        ax, ay, az, bx, by, bz = pts[a], pts[a + 1], pts[a + 2], pts[b], pts[b + 1], pts[b + 2]
+        cx, cy, cz = pts[c], pts[c + 1], pts[c + 2]
+        out = ang[j]
+        for f in range(size):
+            ux, uy, uz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
+            vx, vy, vz = cx[f] - bx[f], cy[f] - by[f], cz[f] - bz[f]
+            dot = ((0.0 + ux * vx) + uy * vy) + uz * vz
+            den = math.sqrt((((0.0 + ux * ux) + uy * uy) + uz * uz) * (((0.0 + vx * vx) + vy * vy) + vz * vz))
+            out[f] = min(1.0, max(-1.0, dot / den)) if den > 0.0 else np.nan
+        for f in range(size):  # a loop of its own: fused with the one above it vectorizes worse
+            out[f] = _acos_deg(out[f])
+        low = least[j]
+        first = lv[vis_idx[j, 0]]
+        for f in range(size):
+            low[f] = first[f]
+        for q in range(1, width):
+            if vis_idx[j, q] >= 0:
+                other = lv[vis_idx[j, q]]
+                for f in range(size):
+                    x = other[f]
+                    low[f] = x if ((x < low[f]) | (x != x)) else low[f]
+    for f in range(size):
+        for j in range(m):
+            raw[start + f, j] = ang[j, f]
+            vis[start + f, j] = least[j, f]
+            gated[start + f, j] = ang[j, f] if least[j, f] >= visible else np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _block_scale(
+    pts: np.ndarray, pix: np.ndarray, size: int, start: int, seg_a: np.ndarray, seg_b: np.ndarray,
+    long2: float, best: np.ndarray, ppm: np.ndarray, hip_x: np.ndarray,
+) -> None:
+    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none)
+    best[:size] = -1.0
+    for q in range(seg_a.shape[0]):
+        a, b = seg_a[q], seg_b[q]
+        xa, ya, xb, yb = pix[2 * a], pix[2 * a + 1], pix[2 * b], pix[2 * b + 1]
+        ax, ay, az, bx, by, bz = pts[3 * a], pts[3 * a + 1], pts[3 * a + 2], pts[3 * b], pts[3 * b + 1], pts[3 * b + 2]
+        for f in range(size):
+            dx, dy = xa[f] - xb[f], ya[f] - yb[f]
+            wx, wy, wz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
+            w2 = (wx * wx + wy * wy) + wz * wz
+            v = math.sqrt(dx * dx + dy * dy) / math.sqrt(w2)
+            v = v if ((w2 > long2) & (v == v)) else -1.0  # sqrt(w2) > 0.05; v >= 0, so -1 is "none"
+            best[f] = v if v > best[f] else best[f]
+    x23, x24 = pix[46], pix[48]
+    for f in range(size):
+        ppm[start + f] = best[f] if best[f] >= 0.0 else np.nan
+        hip_x[start + f] = ((0.0 + x23[f]) + x24[f]) / 2.0
+
+
+@njit(cache=True, error_model="numpy")
+def pose_geometry(
+    world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
+    triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
+    lines: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+           np.ndarray]:
+    """Everything the features stage measures per frame, in one pass over the landmarks:
+    world (n, 33, 3) metres, xy (n, 33, 2) normalized, visibility (n, 33), all C-contiguous.
+
+    ``what`` (flags ANGLES | SCALE | LINES) picks the parts; the others come back empty.
+
+    - ANGLES: raw (n, m) degrees at the middle of each triple (m, 3) over the 33 landmarks and
+      the virtual 33 (shoulder midpoint), 34 (hip midpoint), 35 (one metre above 34); vis (n, m)
+      the least visibility of the landmarks vis_idx (m, k) lists (-1 pads); gated (n, m): raw
+      where vis >= visible, else NaN.
+    - SCALE: ppm (n,) the largest image length (frame heights, x times aspect) over world length
+      of the segments (seg_a[s], seg_b[s]) longer than 5 cm in the world (NaN if none), and
+      hip_x (n,) the hip midpoint's x in frame heights.
+    - LINES: line_dx, line_dz (2, n) |right - left| in the world of the landmark pairs
+      lines[0:2] and lines[2:4]; posed (n,) a pose was found (landmark 0 finite); pair_x (n,)
+      x(lines[0]) - x(lines[1]) in the image, in xy's precision.
+
+    Blocks of frames are copied to one row per coordinate first, so the loops over frames
+    vectorize, and each frame's landmarks are read from memory once for all parts.
+    """
+    n, m = world.shape[0], triples.shape[0]
+    do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
+    need_w = np.zeros(36, np.bool_)
+    need_xy = np.zeros(33, np.bool_)
+    need_v = np.zeros(33, np.bool_)
+    if do_angles:
+        for j in range(m):
+            for q in range(3):
+                need_w[triples[j, q]] = True
+            for q in range(vis_idx.shape[1]):
+                if vis_idx[j, q] >= 0:
+                    need_v[vis_idx[j, q]] = True
+        if need_w[33] or need_w[34] or need_w[35]:
+            need_w[11] = need_w[12] = need_w[23] = need_w[24] = True
+    if do_scale:
+        need_xy[23] = need_xy[24] = True
+        for q in range(seg_a.shape[0]):
+            need_w[seg_a[q]] = need_w[seg_b[q]] = need_xy[seg_a[q]] = need_xy[seg_b[q]] = True
+    if do_lines:
+        need_w[0] = True
+        for q in range(4):
+            need_w[lines[q]] = True
+    wcols = np.empty(0, np.uint64)
+    for lm in range(33):
+        if need_w[lm]:
+            wcols = np.append(wcols, np.arange(3 * lm, 3 * lm + 3).astype(np.uint64))
+    xcols = (2 * np.flatnonzero(need_xy)).astype(np.uint64)
+    vcols = np.flatnonzero(need_v).astype(np.uint64)
+    fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
+    pts = np.zeros((108, _STRIDE))  # row 3 * landmark + coordinate
+    pix = np.zeros((66, _STRIDE))  # row 2 * landmark + coordinate, x in frame heights
+    lv = np.zeros((33, _STRIDE))
+    na, ns, nl = n if do_angles else 0, n if do_scale else 0, n if do_lines else 0
+    raw, vis, gated = np.empty((na, m)), np.empty((na, m)), np.empty((na, m))
+    ang, least = np.empty((m, _STRIDE)), np.empty((m, _STRIDE))
+    ppm, hip_x = np.empty(ns), np.empty(ns)
+    best = np.empty(_STRIDE)
+    long2 = _sqrt_limit(0.05)
+    line_dx, line_dz = np.empty((2, nl)), np.empty((2, nl))
+    posed = np.zeros(nl, np.bool_)
+    pair_x = np.empty(nl, xy.dtype)
+    for start in range(0, n, _BLOCK):
+        size = min(_BLOCK, n - start)
+        for f in range(size):
+            rw, rx, rv = fw[start + f], fx[start + f], visibility[start + f]
+            for q in range(wcols.shape[0]):
+                pts[wcols[q], f] = rw[wcols[q]]
+            for q in range(xcols.shape[0]):
+                c = xcols[q]
+                pix[c, f] = float(rx[c]) * aspect
+                pix[c + 1, f] = rx[c + 1]
+            for q in range(vcols.shape[0]):
+                lv[vcols[q], f] = rv[vcols[q]]
+            if do_lines:
+                pair_x[start + f] = rx[2 * lines[0]] - rx[2 * lines[1]]
+        if do_angles:
+            _block_angles(pts, lv, size, start, triples, vis_idx, visible, ang, least, raw, vis, gated)
+        if do_scale:
+            _block_scale(pts, pix, size, start, seg_a, seg_b, long2, best, ppm, hip_x)
+        if do_lines:
+            for row in range(2):
+                a, b = 3 * lines[2 * row], 3 * lines[2 * row + 1]
+                for f in range(size):
+                    line_dx[row, start + f] = abs(pts[b, f] - pts[a, f])
+                    line_dz[row, start + f] = abs(pts[b + 2, f] - pts[a + 2, f])
+            for f in range(size):
+                posed[start + f] = np.isfinite(pts[0, f])
+    return raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x
+
+
+@njit(cache=True)
+def masked_median(a: np.ndarray, v: np.ndarray, min_vis: float) -> float:
+    """Median of the finite a[i] with v[i] >= min_vis; NaN when fewer than two."""
+    buf = np.empty(a.shape[0])
+    n = 0
+    for i in range(a.shape[0]):
+        if np.isfinite(a[i]) and v[i] >= min_vis:
+            buf[n] = a[i]
+            n += 1
+    return _median(buf, n) if n >= 2 else np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def combine(
+    raw: np.ndarray, vis: np.ndarray, cols: np.ndarray, dirs: np.ndarray, weights: np.ndarray,
+    meds: np.ndarray, min_vis: float, min_den: float,
+) -> np.ndarray:
+    """Per frame, sum(w * dir * (a - med)) / sum(w) over components (columns ``cols`` of raw);
+    w = weight * visibility where the angle is finite and visibility >= min_vis, else 0.
+    Components with a NaN median are left out; NaN where sum(w) < min_den."""
+    n = raw.shape[0]
+    num = np.zeros(n)
+    den = np.zeros(n)
+    for c in range(cols.shape[0]):  # per frame, the components are summed in turn
+        if np.isnan(meds[c]):
+            continue
+        a, v = raw[:, cols[c]], vis[:, cols[c]]
+        d, wt, med = dirs[c], weights[c], meds[c]
+        for i in range(n):
+            ok = np.isfinite(a[i]) & (v[i] >= min_vis)
+            w = wt * v[i] if ok else 0.0
+            num[i] += w * (d * (a[i] - med) if ok else 0.0)
+            den[i] += w
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = num[i] / den[i] if den[i] >= min_den else np.nan
+    return out
+
+
+@njit(cache=True)
+def centre_finite(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(x minus the mean of its finite values, 0 where not finite; how many are finite)."""
+    n = x.shape[0]
+    buf = np.empty(n)
+    k = 0
+    for i in range(n):
+        if np.isfinite(x[i]):
+            buf[k] = x[i]
+            k += 1
+    y = np.zeros(n)
+    if k:
+        mean = _np_sum(buf, 0, k) / k
+        for i in range(n):
+            if np.isfinite(x[i]):
+                y[i] = x[i] - mean
+    return y, k
+
+
+@njit(cache=True)
+def lag_counts(x: np.ndarray, lags: int) -> np.ndarray:
+    """(lags,) int64: for each lag k, the frames i where x[i] and x[i + k] are both finite.
+
+    Works from whichever is fewer, the missing or the finite frames: O(min(missing, finite) * lags).
+    """
+    n = x.shape[0]
+    fin = np.empty(n, np.bool_)
+    m = 0
+    for i in range(n):
+        fin[i] = np.isfinite(x[i])
+        m += fin[i]
+    out = np.zeros(lags, np.int64)
+    if 2 * m >= n:  # few missing: all pairs minus those touching a missing frame
+        miss = np.flatnonzero(~fin)
+        before = np.zeros(n + 1, np.int64)  # missing frames in x[:j]
+        for i in range(n):
+            before[i + 1] = before[i] + (0 if fin[i] else 1)
+        for k in range(min(lags, n)):
+            both = 0
+            for j in miss:
+                if j + k < n and not fin[j + k]:
+                    both += 1
+            out[k] = (n - k) - before[n - k] - (before[n] - before[k]) + both
+    else:
+        seen = np.flatnonzero(fin)
+        for k in range(min(lags, n)):
+            c = 0
+            for i in seen:
+                if i + k < n and fin[i + k]:
+                    c += 1
+            out[k] = c
+    return out
+
+
+@njit(cache=True)
+def pick_period(ac: np.ndarray, cnt: np.ndarray, n: int, lo: int, hi: int) -> tuple[int, float]:
+    """The period lag in [lo, hi) from autocorrelation sums ``ac`` and overlap counts ``cnt``
+    (lags 0..hi-1) of an n-frame signal: the first clear peak nearly as strong (0.8) as the
+    strongest, lags overlapping less than a quarter of the frames count as 0.
+    Returns (lag, normalized strength clipped to [0, 1]) or (-1, 0.0)."""
+    lim = n * 0.25
+    c0 = ac[0] / max(cnt[0], 1) if cnt[0] > lim else 0.0
+    if c0 <= 0:
+        return -1, 0.0
+    size = hi - lo
+    seg = np.empty(size)
+    for k in range(size):
+        lag = lo + k
+        seg[k] = (ac[lag] / max(cnt[lag], 1) if cnt[lag] > lim else 0.0) / c0
+    top = -np.inf
+    for k in range(1, size - 1):
+        if seg[k] > seg[k - 1] and seg[k] >= seg[k + 1] and seg[k] > top:
+            top = seg[k]
+    if top == -np.inf:
+        return -1, 0.0
+    for k in range(1, size - 1):
+        if seg[k] > seg[k - 1] and seg[k] >= seg[k + 1] and seg[k] >= 0.8 * top:
+            return lo + k, min(max(seg[k], 0.0), 1.0)
+    return -1, 0.0
+
+
+@njit(cache=True)
+def levels(
+    e_lo: np.ndarray, e_hi: np.ndarray, lo_frac: float, hi_frac: float, min_span: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) = e_lo + frac * (e_hi - e_lo); NaN where the span is below min_span (or NaN)."""
+    n = e_lo.shape[0]
+    lo = np.empty(n)
+    hi = np.empty(n)
+    for i in range(n):
+        span = e_hi[i] - e_lo[i]
+        if span >= min_span:
+            lo[i] = e_lo[i] + lo_frac * span
+            hi[i] = e_lo[i] + hi_frac * span
+        else:
+            lo[i] = np.nan
+            hi[i] = np.nan
+    return lo, hi
+
+
+# --------------------------------------------------------------------- rep filters
+
+
+@njit(cache=True)
+def _nanmin(x: np.ndarray, lo: int, hi: int) -> float:
+    # min of the non-NaN values of x[lo:hi] (slice bounds as Python's); NaN if none
+    hi = min(hi, x.shape[0])
+    m = np.nan
+    for i in range(max(lo, 0), hi):
+        if not np.isnan(x[i]) and not x[i] >= m:
+            m = x[i]
+    return m
+
+
+@njit(cache=True)
+def _rest_window(reps: np.ndarray, r: int, n: int) -> tuple[int, int]:
+    # from the previous rep's end (or as far back as the rise took) to the next rep's start
+    a, p, b = reps[r, 0], reps[r, 1], reps[r, 2]
+    lo = reps[r - 1, 2] if r > 0 else max(0, a - 2 * (p - a))
+    hi = reps[r + 1, 0] if r + 1 < reps.shape[0] else min(n - 1, b + 2 * (b - p))
+    return min(lo, a), max(hi, b)
+
+
+@njit(cache=True)
+def _small_nanmedian(x: np.ndarray, lo: int, hi: int) -> tuple[bool, float]:
+    # (any finite value in x[lo:hi], np.nanmedian of it) for a short slice
+    hi = min(hi, x.shape[0])
+    buf = np.empty(max(hi - lo, 0))
+    n = 0
+    finite = False
+    for i in range(lo, hi):
+        if not np.isnan(x[i]):
+            buf[n] = x[i]
+            n += 1
+            finite = finite or np.isfinite(x[i])
+    return finite, _median(buf, n)
+
+
+@njit(cache=True)
+def valid_reps(
+    s: np.ndarray, reps: np.ndarray, min_rom: float, walking: np.ndarray, posture: np.ndarray,
+    walk_share: float, posture_deg: float,
+) -> np.ndarray:
+    """(k,) bool: the rep rises and falls enough from the rest floor of its window (both halves
+    0.6 x min_rom, one of them min_rom), is not walking for more than ``walk_share`` of its frames
+    and ends in the posture it started from (medians of 4 frames within posture_deg).
+    ``walking`` / ``posture`` of length 0 are not checked."""
+    n, k = s.shape[0], reps.shape[0]
+    keep = np.zeros(k, np.bool_)
+    for r in range(k):
+        a, p, b = reps[r, 0], reps[r, 1], reps[r, 2]
+        w0, w1 = _rest_window(reps, r, n)
+        rise = s[p] - _nanmin(s, w0, p + 1)
+        fall = s[p] - _nanmin(s, p, w1 + 1)
+        low = fall if fall < rise else rise  # Python's min / max of two
+        high = fall if fall > rise else rise
+        if low < 0.6 * min_rom or high < min_rom:
+            continue
+        if walking.shape[0]:
+            moving = 0
+            for i in range(a, b + 1):
+                moving += walking[i]
+            if moving / (b + 1 - a) > walk_share:
+                continue
+        if posture.shape[0]:
+            ok0, m0 = _small_nanmedian(posture, max(0, a - 3), a + 1)
+            ok1, m1 = _small_nanmedian(posture, b, b + 4)
+            if ok0 and ok1 and abs(m0 - m1) > posture_deg:
+                continue
+        keep[r] = True
+    return keep
+
+
+@njit(cache=True)
+def refine_reps(s: np.ndarray, reps: np.ndarray, rest_band: float) -> np.ndarray:
+    """Move each rep's start back / end on while the signal keeps falling toward its rest floor
+    (the window's minimum) and stays more than rest_band x the rep's span above it."""
+    out = reps.copy()
+    n = s.shape[0]
+    for r in range(reps.shape[0]):
+        a, p, b = reps[r, 0], reps[r, 1], reps[r, 2]
+        prev_end, nxt = _rest_window(reps, r, n)
+        floor_a = _nanmin(s, prev_end, a + 1)
+        floor_b = _nanmin(s, b, nxt + 1) if nxt >= b else s[b]
+        low = floor_b if floor_b < floor_a else floor_a
+        tol = rest_band * (s[p] - low)
+        j = a
+        while j > prev_end and np.isfinite(s[j - 1]) and s[j - 1] <= s[j] + 1e-9 and s[j - 1] > floor_a + tol:
+            j -= 1
+        out[r, 0] = j
+        q = b
+        while q < nxt and np.isfinite(s[q + 1]) and s[q + 1] <= s[q] + 1e-9 and s[q + 1] > floor_b + tol:
+            q += 1
+        out[r, 2] = q
+    return out
+
+
+@njit(cache=True)
+def add_disjoint(reps: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """reps followed by each row of extra that overlaps none of the rows kept so far
+    (rows (start, peak, end); touching is not overlapping)."""
+    out = np.empty((reps.shape[0] + extra.shape[0], 3), np.int64)
+    m = reps.shape[0]
+    out[:m] = reps
+    for e in range(extra.shape[0]):
+        a, b = extra[e, 0], extra[e, 2]
+        free = True
+        for q in range(m):
+            if min(out[q, 2], b) > max(out[q, 0], a):
+                free = False
+                break
+        if free:
+            out[m] = extra[e]
+            m += 1
+    return out[:m].copy()
+
+
+@njit(cache=True)
+def gait_votes(
+    raw: np.ndarray, vis: np.ndarray, reps: np.ndarray, jl: int, jr: int, visible: float, min_seen: float
+) -> np.ndarray:
+    """Per rep (int8): 1 where angles jl and jr (both seen in min_seen of the frames) move in
+    anti-phase (negative correlation), 0 where not, 2 where too close to call in float
+    arithmetic (a side constant, or a covariance within 1e-9 of its magnitude)."""
+    k = reps.shape[0]
+    out = np.zeros(k, np.int8)
+    for r in range(k):
+        a, b = reps[r, 0], reps[r, 2] + 1
+        seen = 0
+        for i in range(a, b):
+            seen += vis[i, jl] >= visible and vis[i, jr] >= visible
+        if not seen / (b - a) >= min_seen:
+            continue
+        cnt = 0
+        sa = 0.0
+        sb = 0.0
+        lo_a, hi_a, lo_b, hi_b = np.inf, -np.inf, np.inf, -np.inf
+        for i in range(a, b):
+            x, y = raw[i, jl], raw[i, jr]
+            if np.isfinite(x) and np.isfinite(y):
+                cnt += 1
+                sa += x
+                sb += y
+                lo_a, hi_a = min(lo_a, x), max(hi_a, x)
+                lo_b, hi_b = min(lo_b, y), max(hi_b, y)
+        if cnt < 5:
+            continue
+        if lo_a == hi_a or lo_b == hi_b:
+            out[r] = 2
+            continue
+        ma, mb = sa / cnt, sb / cnt
+        cov = 0.0
+        mag = 0.0
+        for i in range(a, b):
+            x, y = raw[i, jl], raw[i, jr]
+            if np.isfinite(x) and np.isfinite(y):
+                cov += (x - ma) * (y - mb)
+                mag += abs((x - ma) * (y - mb))
+        if abs(cov) <= 1e-9 * mag:
+            out[r] = 2
+        elif cov < 0.0:
+            out[r] = 1
+    return out
+
+
+# ---------------------------------------------------------------------- per-rep measures
+
+
+@njit(cache=True, error_model="numpy")
+def merge_pair(values: np.ndarray, vis: np.ndarray, jl: int, jr: int) -> np.ndarray:
+    """Columns jl and jr of values (n, m) averaged per frame with vis (n, m) as weights over the
+    finite ones; NaN where neither is finite or their weights sum to <= 0."""
+    n = values.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        a, b = values[i, jl], values[i, jr]
+        fa, fb = np.isfinite(a), np.isfinite(b)
+        wa = vis[i, jl] if fa else 0.0
+        wb = vis[i, jr] if fb else 0.0
+        den = (0.0 + wa) + wb
+        num = (0.0 + (a if fa else 0.0) * wa) + (b if fb else 0.0) * wb
+        out[i] = num / den if den > 0 else np.nan
+    return out
+
+
+@njit(cache=True)
+def window_extremes(series: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """(k, q, 2): min and max of the finite values of each series (q, n) over each rep's frames
+    start..end; NaN where there are none."""
+    k, q = reps.shape[0], series.shape[0]
+    out = np.full((k, q, 2), np.nan)
+    for r in range(k):
+        for j in range(q):
+            lo, hi = np.inf, -np.inf
+            for i in range(reps[r, 0], min(reps[r, 2] + 1, series.shape[1])):
+                v = series[j, i]
+                if np.isfinite(v):
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+            if hi >= lo:
+                out[r, j, 0] = lo
+                out[r, j, 1] = hi
+    return out
+
+
+@njit(cache=True)
+def amplitudes(signal: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """(k,) signal at each rep's turning point minus its lowest (non-NaN) value over the rep."""
+    out = np.empty(reps.shape[0])
+    for r in range(reps.shape[0]):
+        out[r] = signal[reps[r, 1]] - _nanmin(signal, reps[r, 0], reps[r, 2] + 1)
+    return out
+
+
+@njit(cache=True)
+def rep_extras(
+    signal: np.ndarray, vis: np.ndarray, vis_cols: np.ndarray, left: np.ndarray, right: np.ndarray,
+    reps: np.ndarray, full_amp: float,
+) -> np.ndarray:
+    """Per rep (k, 3): amplitude of the combined signal (turn minus the rep's lowest value),
+    confidence (mean visibility of the best seen ``vis_cols`` column, scaled down for amplitudes
+    under full_amp) and left/right asymmetry (mean |left - right| where both are finite, NaN
+    unless that is half the rep or more; left/right of length 0: NaN)."""
+    k = reps.shape[0]
+    out = np.full((k, 3), np.nan)
+    longest = 0
+    for r in range(k):
+        longest = max(longest, reps[r, 2] + 1 - reps[r, 0])
+    buf = np.empty(longest)
+    amps = amplitudes(signal, reps)
+    for r in range(k):
+        a, b = reps[r, 0], reps[r, 2]
+        size = b + 1 - a
+        amp = amps[r]
+        for i in range(a, b + 1):
+            best = vis[i, vis_cols[0]]
+            for c in range(1, vis_cols.shape[0]):
+                v = vis[i, vis_cols[c]]
+                if v > best or np.isnan(v):
+                    best = v
+            buf[i - a] = best
+        mean = _np_sum(buf, 0, size) / size
+        mean = min(max(mean, 0.0), 1.0) if not np.isnan(mean) else mean
+        scale = amp / full_amp
+        out[r, 0] = amp
+        out[r, 1] = mean * (scale if scale < 1.0 else 1.0)
+        if left.shape[0]:
+            finite = 0
+            for i in range(a, b + 1):
+                d = abs(left[i] - right[i])
+                if np.isfinite(d):
+                    finite += 1
+                    buf[i - a] = d
+                else:
+                    buf[i - a] = 0.0
+            if not finite / size < 0.5:
+                out[r, 2] = _np_sum(buf, 0, size) / finite
+    return out
+
+
+# ------------------------------------------------------------------ walking, view
+
+
+@njit(cache=True, error_model="numpy")
+def walking(
+    ppm: np.ndarray, hip_x: np.ndarray, half: int, walk_m: float, walk_log_scale: float
+) -> np.ndarray:
+    """(n,) bool: over frames i-half..i+half the hips travel more than walk_m metres sideways or
+    the log of the apparent size changes by more than walk_log_scale. ppm: image units per metre,
+    hip_x: hip midpoint x in the same image units (see :func:`pose_geometry`); metres come from
+    ppm's clip median."""
+    n = ppm.shape[0]
+    out = np.zeros(n, np.bool_)
+    if not np.isfinite(ppm).any():
+        return out
+    med = nan_median(ppm)
+    x_m = np.empty(n)
+    logs = np.empty(n)
+    for i in range(n):
+        x_m[i] = hip_x[i] / med
+        logs[i] = math.log(ppm[i]) if ppm[i] > 0 else (-np.inf if ppm[i] == 0 else np.nan)
+    x_m = fill_gaps(x_m, 2 * half)
+    logs = smooth(fill_gaps(logs, 2 * half), max(1, half // 2))
+    for i in range(n):
+        a, b = min(max(i - half, 0), n - 1), min(max(i + half, 0), n - 1)
+        out[i] = abs(x_m[b] - x_m[a]) > walk_m or abs(logs[b] - logs[a]) > walk_log_scale
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> float:
+    """Median over posed frames and both lines (rows) of atan2(dz, dx) in degrees; NaN when
+    there are none or a line is NaN.
+
+    atan2 is taken only where the median can be: the order of dz / dx is that of the angles
+    except within rounding, so values clearly below or above the middle ones are counted, not
+    converted (all are converted when the middle ratios are extreme).
+    """
+    n = posed.shape[0]
+    dxs = np.empty(2 * n)
+    dzs = np.empty(2 * n)
+    key = np.empty(2 * n)
+    k = 0
+    nan = False
+    for row in range(2):
+        for i in range(n):
+            if posed[i]:
+                dx, dz = line_dx[row, i], line_dz[row, i]
+                nan = nan or np.isnan(dx) or np.isnan(dz)
+                dxs[k], dzs[k] = dx, dz
+                key[k] = dz / dx if dx > 0 else (np.inf if dz > 0 else 0.0)
+                k += 1
+    if k == 0 or nan:
+        return np.nan
+    half = k >> 1
+    r0 = half if k & 1 else half - 1
+    lo_key, hi_key = _order_pair(key.copy(), k, r0)
+    if k & 1:
+        hi_key = lo_key
+    if hi_key < 1e8:
+        lo_band, hi_band = lo_key * (1 - 1e-6), hi_key * (1 + 1e-6)
+    else:  # extreme ratios: angles within rounding of 90 degrees; convert all
+        lo_band, hi_band = -1.0, np.inf
+    pick = np.empty(k, np.int64)
+    m = 0
+    below = 0
+    for q in range(k):  # without branches: which side of the band a value falls is a coin toss
+        below += key[q] < lo_band
+        pick[m] = q
+        m += (key[q] >= lo_band) & (key[q] <= hi_band)
+    vals = np.empty(m)
+    for j in range(m):
+        vals[j] = math.atan2(dzs[pick[j]], dxs[pick[j]]) * (180.0 / math.pi)
+    a, b = _order_pair(vals, m, r0 - below)
+    if k & 1:
+        return (0.0 + a) / 1.0
+    return ((0.0 + a) + b) / 2.0
+
+
+@njit(cache=True)
+def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
+    """np.median of x over the posed frames, in x's precision (NaN when none)."""
+    buf = np.empty(x.shape[0], x.dtype)  # float32 stays float32, as numpy's median of float32 does
+    k = 0
+    for i in range(x.shape[0]):
+        if posed[i]:
+            buf[k] = x[i]
+            k += 1
+    if k == 0:
+        return np.nan
+    half = k >> 1
+    if k & 1:
+        return float(_select(buf, half, 0, k - 1))
+    a = _select(buf, half - 1, 0, k - 1)
+    b = _min_from(buf, half, k)
+    return float(a + b) / 2.0  # halving is exact: the same value as numpy's float32 mean
+
+
+# ------------------------------------------------------------------------------- JSON
+
+
+@njit(cache=True)
+def round_half_even(x: np.ndarray, digits: int) -> np.ndarray:
+    """Python's ``round(v, digits)`` of each value (0 <= digits <= 15): the double nearest the
+    decimal that the exact binary value rounds to, ties to even. NaN where v is not finite,
+    inf where |v| >= 1e15 (left to Python).
+
+    v * 10**digits is split into a double and its exact error (Dekker's product), the integer
+    nearest their sum taken with ties to even, and divided back (IEEE division rounds to nearest).
+    """
+    p = 10.0**digits
+    out = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        v = x[i]
+        if not np.isfinite(v):
+            out[i] = np.nan
+            continue
+        if abs(v) >= 1e15:
+            out[i] = np.inf
+            continue
+        hi = v * p
+        t = 134217729.0 * v
+        vh = t - (t - v)
+        lo = (vh * p - hi) + (v - vh) * p
+        r = np.rint(hi)
+        d = hi - r
+        if d == 0.5 and lo > 0.0:
+            r += 1.0
+        elif d == -0.5 and lo < 0.0:
+            r -= 1.0
+        out[i] = r / p
     return out

@@ -9,6 +9,8 @@ of the exercise's rule table evaluated on named measures such as
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import kernels
@@ -22,22 +24,7 @@ def merged(table: AngleTable, vis: np.ndarray, name: str) -> np.ndarray:
     """A left/right pair merged per frame (visibility-weighted), or a single angle as is."""
     if name in table.names:
         return table[name]
-    pair = [f"left_{name}", f"right_{name}"]
-    vals = np.vstack([table[p] for p in pair])
-    w = np.vstack([vis[:, table.names.index(p)] for p in pair])
-    w = np.where(np.isfinite(vals), w, 0.0)
-    den = w.sum(axis=0)
-    with np.errstate(invalid="ignore"):
-        out = (np.where(np.isfinite(vals), vals, 0.0) * w).sum(axis=0) / den
-    out[den <= 0] = np.nan
-    return out
-
-
-def _stat(x: np.ndarray, stat: str) -> float:
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return float("nan")
-    return float({"min": x.min(), "max": x.max(), "range": x.max() - x.min()}[stat])
+    return kernels.merge_pair(table.values, vis, table.names.index(f"left_{name}"), table.names.index(f"right_{name}"))
 
 
 class Series:
@@ -54,69 +41,111 @@ class Series:
         return self._done[name]
 
 
-def rep_measure(name: str, series: Series, a: int, b: int) -> float:
-    """Evaluate a measure named ``<angle>_<min|max|range>_deg`` over frames a..b."""
-    base, stat, _ = name.rsplit("_", 2)
-    return _stat(series(base)[a : b + 1], stat)
+def _flags(fault: Fault, values: np.ndarray) -> list[bool]:
+    """Per value: finite and beyond the fault's threshold."""
+    hit = values > fault.threshold if fault.op == ">" else values < fault.threshold
+    return (np.isfinite(values) & hit).tolist()
 
 
-def check(fault: Fault, value: float) -> bool:
-    if not np.isfinite(value):
-        return False
-    return value > fault.threshold if fault.op == ">" else value < fault.threshold
+def _window_stats(ex: Exercise, series: Series, reps: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-rep min and max of every series the exercise's faults and secondary angles name:
+    ``{"<name>_min_deg": (k,), "<name>_max_deg": (k,), "<name>_range_deg": (k,)}``."""
+    bases = list(dict.fromkeys([f.measure.rsplit("_", 2)[0] for f in ex.faults if f.measure != "asymmetry_deg"]
+                               + list(ex.secondary)))
+    if not bases:
+        return {}
+    ext = kernels.window_extremes(np.vstack([series(b) for b in bases]), reps)
+    out = {}
+    for j, base in enumerate(bases):
+        out[f"{base}_min_deg"], out[f"{base}_max_deg"] = ext[:, j, 0], ext[:, j, 1]
+        out[f"{base}_range_deg"] = ext[:, j, 1] - ext[:, j, 0]
+    return out
 
 
-def asymmetry(table: AngleTable, name: str, a: int, b: int) -> float | None:
-    """Mean |left - right| of a paired angle over the rep; None unless both sides are seen in half of it."""
-    pair = [f"left_{name}", f"right_{name}"]
-    if not all(p in table.names for p in pair):
-        return None
-    d = np.abs(table[pair[0]][a : b + 1] - table[pair[1]][a : b + 1])
-    if np.isfinite(d).mean() < 0.5:
-        return None
-    return float(np.nanmean(d))
-
-
-def rep_faults(ex: Exercise, series: Series, a: int, b: int, asym: float | None) -> tuple[str, ...]:
-    """Names of the exercise's fault rules that the rep over frames a..b breaks."""
-    out = []
-    for f in ex.faults:
-        if f.measure == "asymmetry_deg":
-            value = float("nan") if asym is None else asym
-        else:
-            value = rep_measure(f.measure, series, a, b)
-        if check(f, value):
-            out.append(f.name)
-    return tuple(out)
+def measure(
+    ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
+) -> tuple[tuple[Rep, ...], np.ndarray]:
+    """(the reps' measures, the merged primary angle per frame): :func:`measure_reps`, with the
+    primary series it used (the per-frame work is done by kernels, over all reps at once)."""
+    fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
+    series = Series(table, vis, ex.primary)
+    primary = series("primary")
+    if len(reps) == 0:
+        return (), primary
+    phases = kernels.rep_phases(kernels.smooth(primary, max(1, int(round(0.05 * fps)))), t, reps, PAUSE_BAND)
+    names = table.names
+    cols = np.array([i for i, n in enumerate(names) if n.endswith(ex.primary)], np.int64)
+    paired = f"left_{ex.primary}" in names and f"right_{ex.primary}" in names
+    left, right = (table[f"left_{ex.primary}"], table[f"right_{ex.primary}"]) if paired else (np.zeros(0),) * 2
+    amp, conf, asym = kernels.rep_extras(signal, vis, cols, left, right, reps, 1.5 * ex.min_rom_deg).T.tolist()
+    stats = _window_stats(ex, series, reps)
+    stats["asymmetry_deg"] = np.array(asym)
+    k = len(reps)
+    flags = [_flags(f, stats[f.measure]) for f in ex.faults]
+    faults: list[tuple[str, ...]] = [()] * k
+    if flags:
+        faults = [tuple(f.name for f, hit in zip(ex.faults, hits, strict=True) if hit)
+                  for hits in zip(*flags, strict=True)]
+    secondary: list[tuple[tuple[str, float, float], ...]] = [()] * k
+    if ex.secondary:
+        ranges = [zip(stats[f"{name}_min_deg"].tolist(), stats[f"{name}_max_deg"].tolist(), strict=True)
+                  for name in ex.secondary]
+        secondary = [tuple((name, lo, hi) for name, (lo, hi) in zip(ex.secondary, row, strict=True))
+                     for row in zip(*ranges, strict=True)]
+    first, pause, second, rom, vel = phases.T.tolist()
+    ecc, conc = (first, second) if ex.eccentric_first else (second, first)
+    starts, peaks, ends = (t[reps[:, c]].tolist() for c in range(3))
+    out = [
+        Rep(i + 1, starts[i], peaks[i], ends[i], rom[i] if math.isfinite(rom[i]) else amp[i], ecc[i], pause[i],
+            conc[i], vel[i], None if math.isnan(asym[i]) else asym[i], conf[i], faults[i], secondary[i])
+        for i in range(k)
+    ]
+    return tuple(out), primary
 
 
 def measure_reps(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
 ) -> tuple[Rep, ...]:
-    fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
-    series = Series(table, vis, ex.primary)
-    primary = kernels.smooth(series("primary"), max(1, int(round(0.05 * fps))))
-    phases = kernels.rep_phases(primary, t, reps, PAUSE_BAND) if len(reps) else np.zeros((0, 5))
-    pvis = vis[:, [i for i, n in enumerate(table.names) if n.endswith(ex.primary)]].max(axis=1)
+    """Per-rep times, range of motion, tempo phases, asymmetry, confidence, faults and secondary angles."""
+    return measure(ex, table, vis, t, signal, reps)[0]
+
+
+_ROUNDED = (("start_s", 3), ("peak_s", 3), ("end_s", 3), ("rom_deg", 1), ("eccentric_s", 3), ("pause_s", 3),
+            ("concentric_s", 3), ("peak_velocity_dps", 1), ("asymmetry_deg", 1), ("confidence", 3))
+
+
+def _rounded(values: list[float | None], digits: int) -> list[float | None]:
+    """``Rep._num`` of each value: Python's round (by a kernel), None where not finite or None."""
+    arr = np.array([math.nan if v is None else v for v in values], np.float64)
+    out: list[float | None] = kernels.round_half_even(arr, digits).tolist()
+    for i, r in enumerate(out):
+        if r != r:  # NaN: not finite
+            out[i] = None
+        elif r == math.inf:  # too large for the kernel
+            out[i] = round(float(arr[i]), digits)
+    return out
+
+
+def to_json(reps: tuple[Rep, ...]) -> list[dict[str, object]]:
+    """``[r.to_dict() for r in reps]``, the rounding done for all reps at once."""
+    if not reps:
+        return []
+    cols = {name: _rounded([getattr(r, name) for r in reps], digits) for name, digits in _ROUNDED}
+    sec = _rounded([v for r in reps for _, lo, hi in r.secondary for v in (lo, hi)], 1)
     out = []
-    for i, (a, p, b) in enumerate(reps):
-        a, p, b = int(a), int(p), int(b)
-        asym = asymmetry(table, ex.primary, a, b)
-        faults = rep_faults(ex, series, a, b, asym)
-        amp = float(signal[p] - np.nanmin(signal[a : b + 1]))
-        conf = float(np.clip(np.mean(pvis[a : b + 1]), 0, 1) * min(1.0, amp / (1.5 * ex.min_rom_deg)))
-        first, pause, second, rom, vel = (float(v) for v in phases[i])
-        ecc, conc = (first, second) if ex.eccentric_first else (second, first)
-        secondary = tuple(
-            (name, rep_measure(f"{name}_min_deg", series, a, b), rep_measure(f"{name}_max_deg", series, a, b))
-            for name in ex.secondary
-        )
-        out.append(Rep(
-            index=i + 1, start_s=float(t[a]), peak_s=float(t[p]), end_s=float(t[b]),
-            rom_deg=rom if np.isfinite(rom) else amp, eccentric_s=ecc, pause_s=pause, concentric_s=conc,
-            peak_velocity_dps=vel, asymmetry_deg=asym, confidence=conf, faults=faults, secondary=secondary,
-        ))
-    return tuple(out)
+    at = 0
+    for i, r in enumerate(reps):
+        d: dict[str, object] = {"index": r.index}
+        for name, _ in _ROUNDED:
+            d[name] = cols[name][i]
+        d["faults"] = list(r.faults)
+        second = {}
+        for name, _, _ in r.secondary:
+            second[name] = {"min_deg": sec[at], "max_deg": sec[at + 1]}
+            at += 2
+        d["secondary"] = second
+        out.append(d)
+    return out
 
 
 def fatigue(reps: tuple[Rep, ...]) -> dict[str, object]:

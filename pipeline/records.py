@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,7 +116,7 @@ class Rep:
 
 
 def _num(x: float | None, digits: int) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)
 
 
 @dataclass(frozen=True, slots=True)

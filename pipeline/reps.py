@@ -19,17 +19,23 @@ Steps:
    combined signal missed (alternating curls, one arm partly hidden) is added.
 8. gait: where both sides of a pair should move together (knees in a squat or
    lunge), a rep in which they move in anti-phase (walking, stepping) is dropped.
+
+Every per-frame loop is a kernel of :mod:`pipeline.kernels`; a :class:`Counter` keeps
+what several counts on one clip share (auto detection tries each exercise's counter,
+then the chosen one counts again with the walking filter): per-angle medians, the
+combined signals with their smoothing, period and envelope, and finished counts.
 """
 
 from __future__ import annotations
 
-import warnings
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import geometry, kernels
 from .exercises import Component
+from .geometry import Geometry
 from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
@@ -44,6 +50,10 @@ REST_BAND = 0.03  # a rep starts/ends where the signal leaves/reaches this share
 MAX_GAP_S = 0.4
 WALK_M = 1.0  # net hip travel (metres) within the window that counts as walking
 WALK_LOG_SCALE = 0.35  # change of log apparent size within the window (toward/away)
+WALK_SHARE = 0.3  # a rep walking for more than this share of its frames is not counted
+GAIT_SEEN = 0.6  # both sides of a pair seen in this share of a rep's frames to judge its gait
+NONE_BOOL = np.zeros(0, np.bool_)  # "no walking mask" for the kernels
+NONE_FLOAT = np.zeros(0)  # "no posture signal" for the kernels
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,117 +69,154 @@ class Segmentation:
     period_s: float
 
 
+def _fps(t: np.ndarray) -> float:
+    return float((len(t) - 1) / max(t[-1] - t[0], 1e-6))
+
+
 def combine(
     raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], comps: tuple[Component, ...],
-    min_weight: float = MIN_WEIGHT,
+    min_weight: float = MIN_WEIGHT, medians: dict[int, float] | None = None,
 ) -> np.ndarray:
     """Visibility-weighted mean of centred, oriented components; NaN where too little is seen.
 
     Each component is centred on its clip median and oriented so the turning
     point is a maximum; an occluded side (low visibility) fades out and the
-    visible side carries the signal.
+    visible side carries the signal. ``medians`` caches the per-column medians.
     """
-    n = raw.shape[0]
-    num = np.zeros(n)
-    den = np.zeros(n)
-    top = max((c.weight for c in comps), default=1.0)
-    for c in comps:
-        j = names.index(c.angle)
-        a, v = raw[:, j], vis[:, j]
-        ok = np.isfinite(a) & (v >= SOFT_VIS)
-        if ok.sum() < 2:
+    cols = np.array([names.index(c.angle) for c in comps], np.int64)
+    meds = np.empty(len(cols))
+    for i, j in enumerate(cols.tolist()):
+        if medians is not None and j in medians:
+            meds[i] = medians[j]
             continue
-        med = np.median(a[ok])
-        w = np.where(ok, c.weight * v, 0.0)
-        num += w * np.where(ok, c.direction * (a - med), 0.0)
-        den += w
-    out = np.full(n, np.nan)
-    good = den >= min_weight * top
-    out[good] = num[good] / den[good]
-    return out
+        meds[i] = kernels.masked_median(raw[:, j], vis[:, j], SOFT_VIS)  # NaN (left out): under two frames
+        if medians is not None:
+            medians[j] = meds[i]
+    dirs = np.array([float(c.direction) for c in comps])
+    weights = np.array([float(c.weight) for c in comps])
+    top = max((c.weight for c in comps), default=1.0)
+    return kernels.combine(raw, vis, cols, dirs, weights, meds, SOFT_VIS, min_weight * top)
+
+
+@functools.cache
+def _fft_len(target: int) -> int:
+    """The smallest 2^i 3^j 5^k >= target (sizes pocketfft transforms fastest)."""
+    best = 1 << max(0, (target - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < target:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def dominant_period(x: np.ndarray, fps: float, lo_s: float = 0.5, hi_s: float = 10.0) -> tuple[float, float]:
     """(period seconds, autocorrelation strength in [0, 1]) of the finite part of ``x``."""
-    y = x.copy()
-    ok = np.isfinite(y)
-    if ok.sum() < max(8, int(2 * lo_s * fps)):
-        return float("nan"), 0.0
-    y[ok] -= y[ok].mean()
-    y[~ok] = 0.0
-    n = len(y)
-    f = np.fft.rfft(y, 2 * n)
-    ac = np.fft.irfft(f * np.conj(f))[:n]
-    g = np.fft.rfft(ok.astype(float), 2 * n)
-    cnt = np.rint(np.fft.irfft(g * np.conj(g))[:n])  # frames where both x[i] and x[i + lag] exist
-    ac = np.where(cnt > n * 0.25, ac / np.maximum(cnt, 1), 0.0)
-    if ac[0] <= 0:
-        return float("nan"), 0.0
-    ac /= ac[0]
+    return dominant_periods([x], fps, lo_s, hi_s)[0]
+
+
+def dominant_periods(
+    xs: list[np.ndarray], fps: float, lo_s: float = 0.5, hi_s: float = 10.0
+) -> list[tuple[float, float]]:
+    """:func:`dominant_period` of each of several signals of one length.
+
+    The autocorrelation (finite part centred on its mean, lags overlapping under a quarter of
+    the frames ignored) comes from FFTs just long enough for the lags looked at, all signals in
+    one transform.
+    """
+    out = [(float("nan"), 0.0)] * len(xs)
+    if not xs:
+        return out
+    n = len(xs[0])
     a, b = int(lo_s * fps), min(n - 1, int(hi_s * fps))
-    if b <= a + 1:
-        return float("nan"), 0.0
-    seg = ac[a:b]
-    # first local maximum that is a clear peak
-    peaks = np.flatnonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:])) + 1
-    if len(peaks) == 0:
-        return float("nan"), 0.0
-    # the first peak nearly as strong as the strongest: later ones are multiples of the period
-    strong = peaks[seg[peaks] >= 0.8 * seg[peaks].max()]
-    best = strong[0]
-    return (a + best) / fps, float(np.clip(seg[best], 0.0, 1.0))
+    todo, rows = [], []
+    for i, x in enumerate(xs):
+        y, finite = kernels.centre_finite(np.ascontiguousarray(x, np.float64))
+        if finite >= max(8, int(2 * lo_s * fps)) and b > a + 1:
+            todo.append(i)
+            rows.append(y)
+    if not todo:
+        return out
+    size = _fft_len(n + b)
+    f = np.fft.rfft(np.vstack(rows), size, axis=1)
+    ac = np.fft.irfft(f.real**2 + f.imag**2, size, axis=1)[:, :b]
+    for row, i in enumerate(todo):
+        lag, strength = kernels.pick_period(np.ascontiguousarray(ac[row]), kernels.lag_counts(xs[i], b), n, a, b)
+        if lag >= 0:
+            out[i] = (lag / fps, strength)
+    return out
 
 
-SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
-    (11, 12), (11, 13), (12, 14), (13, 15), (14, 16), (23, 25), (24, 26), (25, 27), (26, 28), (11, 23), (12, 24),
-)
-
-
-def walking_mask(pose: PoseSeries, window_s: float = 2.0) -> np.ndarray:
+def walking_mask(pose: PoseSeries, window_s: float = 2.0, geo: Geometry | None = None) -> np.ndarray:
     """(n,) bool: the body travels (walks in, out or across) rather than exercising in place.
 
     Scale comes from the least foreshortened body segment: image length over its
     3D world length (image units per metre), so posture changes do not read as
     motion. Walking is a net hip travel over ``window_s`` above WALK_M (sideways)
     or a change of apparent size above WALK_LOG_SCALE (toward or away).
+    ``geo``: the clip's geometry when already measured.
     """
     n = len(pose)
-    out = np.zeros(n, bool)
     if n < 3:
-        return out
-    u = pose.xy_units()
-    idx_a = [a for a, _ in SEGMENTS]
-    idx_b = [b for _, b in SEGMENTS]
-    img = np.linalg.norm(u[:, idx_a] - u[:, idx_b], axis=2)
-    wld = np.linalg.norm(pose.world[:, idx_a].astype(np.float64) - pose.world[:, idx_b], axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # frames without a pose
-        ppm = np.nanmax(np.where(wld > 0.05, img / wld, np.nan), axis=1)
-    if not np.isfinite(ppm).any():
-        return out
-    fps = (n - 1) / max(pose.t[-1] - pose.t[0], 1e-6)
-    half = max(1, int(window_s * fps / 2))
-    hip_x = u[:, [23, 24], 0].mean(axis=1)
-    x_m = kernels.fill_gaps(hip_x / np.nanmedian(ppm), 2 * half)
-    logs = kernels.smooth(kernels.fill_gaps(np.log(ppm), 2 * half), max(1, half // 2))
-    idx = np.arange(n)
-    a, b = np.clip(idx - half, 0, n - 1), np.clip(idx + half, 0, n - 1)
-    travel = np.abs(x_m[b] - x_m[a])
-    zoom = np.abs(logs[b] - logs[a])
-    return (np.nan_to_num(travel) > WALK_M) | (np.nan_to_num(zoom) > WALK_LOG_SCALE)
+        return np.zeros(n, bool)
+    scale, hip_x = (geo.scale, geo.hip_x) if geo is not None else geometry.scale(pose)
+    half = max(1, int(window_s * _fps(pose.t) / 2))
+    return kernels.walking(scale, hip_x, half, WALK_M, WALK_LOG_SCALE)
 
 
 def thresholds(s: np.ndarray, half: int, min_rom: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame (lo, hi) from a rolling envelope; NaN where the envelope spans < min_rom."""
-    e_hi = kernels.rolling_max(s, half)
-    e_lo = kernels.rolling_min(s, half)
-    span = e_hi - e_lo
-    lo = e_lo + LO_FRAC * span
-    hi = e_lo + HI_FRAC * span
-    flat = ~(span >= min_rom)
-    lo[flat] = np.nan
-    hi[flat] = np.nan
-    return lo, hi
+    return kernels.levels(kernels.rolling_min(s, half), kernels.rolling_max(s, half), LO_FRAC, HI_FRAC, min_rom)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A combined signal made ready for counting at any minimum range: smoothed (s), its period
+    and the rolling envelope (e_lo, e_hi) the thresholds come from."""
+
+    raw: np.ndarray
+    s: np.ndarray
+    period: float
+    fps: float
+    e_lo: np.ndarray
+    e_hi: np.ndarray
+
+
+def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
+    """Each signal (length >= 3) filled, smoothed by its period and enveloped, the periods estimated together."""
+    fps = _fps(t)
+    filled = [kernels.fill_gaps(x, max(1, int(MAX_GAP_S * fps))) for x in signals]
+    first = [kernels.smooth(x, max(1, int(round(SMOOTH_S[0] * fps)))) for x in filled]
+    out = []
+    for x, f, s, (period, _) in zip(signals, filled, first, dominant_periods(first, fps), strict=True):
+        if np.isfinite(period):  # slower movements tolerate (and need) more smoothing
+            s = kernels.smooth(f, max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))))
+        span_s = 2.0 * period if np.isfinite(period) else 4.0
+        half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
+        out.append(_Prepared(x, s, period, fps, *kernels.envelope(s, half)))
+    return out
+
+
+def _count_prepared(
+    prep: _Prepared, min_rom: float, walking: np.ndarray | None, posture: np.ndarray | None
+) -> Segmentation:
+    n = len(prep.raw)
+    if n < 3:
+        e = np.full(n, np.nan)
+        return Segmentation(prep.raw, e, e, np.zeros((0, 3), np.int64), float("nan"))
+    s, fps = prep.s, prep.fps
+    lo, hi = kernels.levels(prep.e_lo, prep.e_hi, LO_FRAC, HI_FRAC, min_rom)
+    raw = kernels.segment_reps(s, lo, hi, max(1, int(MIN_REP_S * fps)), max(1, int(MAX_GAP_S * fps)))
+    keep = kernels.valid_reps(
+        s, raw, min_rom, NONE_BOOL if walking is None else walking, NONE_FLOAT if posture is None else posture,
+        WALK_SHARE, POSTURE_DEG,
+    )
+    return Segmentation(s, lo, hi, kernels.refine_reps(s, raw[keep], REST_BAND), prep.period)
 
 
 def segment(
@@ -180,75 +227,67 @@ def segment(
     posture: np.ndarray | None = None,
 ) -> Segmentation:
     """Count reps in an oriented combined signal sampled at times ``t``."""
-    n = len(signal)
-    if n < 3:
-        e = np.full(n, np.nan)
+    if len(signal) < 3:
+        e = np.full(len(signal), np.nan)
         return Segmentation(signal, e, e, np.zeros((0, 3), np.int64), float("nan"))
-    fps = (n - 1) / max(t[-1] - t[0], 1e-6)
-    filled = kernels.fill_gaps(signal, max(1, int(MAX_GAP_S * fps)))
-    s = kernels.smooth(filled, max(1, int(round(SMOOTH_S[0] * fps))))
-    period, _ = dominant_period(s, fps)
-    if np.isfinite(period):  # slower movements tolerate (and need) more smoothing
-        s = kernels.smooth(filled, max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))))
-    span_s = 2.0 * period if np.isfinite(period) else 4.0
-    half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
-    lo, hi = thresholds(s, half, min_rom)
-    raw = kernels.segment_reps(s, lo, hi, max(1, int(MIN_REP_S * fps)), max(1, int(MAX_GAP_S * fps)))
-    windows = _rest_windows(raw, n)
-    keep = [r for r, w in zip(raw, windows, strict=True) if _valid(s, r, w, min_rom, walking, posture)]
-    reps = np.array(keep, np.int64).reshape(-1, 3)
-    return Segmentation(s, lo, hi, _refine(s, reps), period)
+    return _count_prepared(_prepare([np.asarray(signal, np.float64)], t)[0], min_rom, walking, posture)
 
 
-def _rest_windows(reps: np.ndarray, n: int) -> list[tuple[int, int]]:
-    """Per rep, the span that holds its rest before and after: from the previous rep's end
-    (or as far back as the rise took) to the next rep's start (or as far on as the fall took)."""
-    out = []
-    for i, (a, p, b) in enumerate(reps):
-        lo = int(reps[i - 1, 2]) if i > 0 else max(0, int(a) - 2 * (int(p) - int(a)))
-        hi = int(reps[i + 1, 0]) if i + 1 < len(reps) else min(n - 1, int(b) + 2 * (int(b) - int(p)))
-        out.append((min(lo, int(a)), max(hi, int(b))))
-    return out
+class Counter:
+    """Rep counts on one clip for any components and minimum range, sharing the work they have in
+    common (see the module docstring). ``posture`` (trunk orientation per frame) filters every count."""
+
+    def __init__(
+        self, raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], t: np.ndarray,
+        posture: np.ndarray | None = None,
+    ) -> None:
+        self.raw, self.vis, self.names, self.t, self.posture = raw, vis, names, t, posture
+        self._medians: dict[int, float] = {}
+        self._prepared: dict[tuple[tuple[Component, ...], float], _Prepared] = {}
+        self._counts: dict[tuple[object, ...], Segmentation] = {}
+        self._masks: list[np.ndarray] = []  # keeps the walking masks (keyed by id) alive
+
+    def prepare(self, exercises: list[tuple[Component, ...]]) -> None:
+        """Make the combined and one-sided signals of these components ready (their periods are
+        estimated together, which is cheaper than one at a time)."""
+        keys = [k for comps in exercises for k in _signal_keys(comps) if k not in self._prepared]
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return
+        signals = [combine(self.raw, self.vis, self.names, comps, weight, self._medians) for comps, weight in keys]
+        if len(self.t) < 3:
+            self._prepared.update({k: _Prepared(x, x, np.nan, 0.0, x, x) for k, x in zip(keys, signals, strict=True)})
+        else:
+            self._prepared.update(zip(keys, _prepare(signals, self.t), strict=True))
+
+    def count(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None = None) -> Segmentation:
+        """Reps of the combined signal, plus those only one body side shows (merged in time order)."""
+        if walking is not None and not any(m is walking for m in self._masks):
+            self._masks.append(walking)
+        key = (comps, min_rom, None if walking is None else id(walking))
+        if key not in self._counts:
+            self.prepare([comps])
+            base, *sides = (self._prepared[k] for k in _signal_keys(comps))
+            seg = _count_prepared(base, min_rom, walking, self.posture)
+            reps = seg.reps
+            for side in sides:
+                reps = kernels.add_disjoint(reps, _count_prepared(side, min_rom, walking, self.posture).reps)
+            reps = reps[np.argsort(reps[:, 1], kind="stable")]
+            self._counts[key] = Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)
+        return self._counts[key]
 
 
-def _valid(
-    s: np.ndarray, rep: np.ndarray, window: tuple[int, int], min_rom: float,
-    walking: np.ndarray | None, posture: np.ndarray | None,
-) -> bool:
-    a, p, b = int(rep[0]), int(rep[1]), int(rep[2])
-    rise = s[p] - np.nanmin(s[window[0] : p + 1])  # from the rest floor, not the threshold crossing
-    fall = s[p] - np.nanmin(s[p : window[1] + 1])
-    if min(rise, fall) < 0.6 * min_rom or max(rise, fall) < min_rom:
-        return False
-    if walking is not None and walking[a : b + 1].mean() > 0.3:
-        return False
-    if posture is not None:  # a rep ends in the posture it started from (not squat -> plank)
-        before = posture[max(0, a - 3) : a + 1]
-        after = posture[b : b + 4]
-        if np.isfinite(before).any() and np.isfinite(after).any():
-            if abs(np.nanmedian(before) - np.nanmedian(after)) > POSTURE_DEG:
-                return False
-    return True
-
-
-def _refine(s: np.ndarray, reps: np.ndarray) -> np.ndarray:
-    """Move start/end from the threshold crossings out to where the rest phase ends/begins."""
-    out = reps.copy()
-    for i, ((a, p, b), (prev_end, nxt)) in enumerate(zip(reps, _rest_windows(reps, len(s)), strict=True)):
-        floor_a = np.nanmin(s[prev_end : a + 1])
-        floor_b = np.nanmin(s[b : nxt + 1]) if nxt >= b else s[b]
-        span = s[p] - min(floor_a, floor_b)
-        tol = REST_BAND * span
-        j = int(a)
-        while j > prev_end and np.isfinite(s[j - 1]) and s[j - 1] <= s[j] + 1e-9 and s[j - 1] > floor_a + tol:
-            j -= 1
-        # now go to the last frame still near the rest floor
-        out[i, 0] = j
-        k = int(b)
-        while k < nxt and np.isfinite(s[k + 1]) and s[k + 1] <= s[k] + 1e-9 and s[k + 1] > floor_b + tol:
-            k += 1
-        out[i, 2] = k
-    return out
+def _signal_keys(comps: tuple[Component, ...]) -> list[tuple[tuple[Component, ...], float]]:
+    """(components, minimum weight) of the combined signal, then of each body side's when there
+    are two sides (a side's reps the combined signal misses are added)."""
+    sides: dict[str, list[Component]] = {}
+    for c in comps:
+        if c.angle.startswith(("left_", "right_")):
+            sides.setdefault(c.angle.split("_", 1)[0], []).append(c)
+    keys = [(comps, MIN_WEIGHT)]
+    if len(sides) > 1:
+        keys += [(tuple(side), SIDE_MIN_WEIGHT) for side in sides.values()]
+    return keys
 
 
 def count(
@@ -262,22 +301,7 @@ def count(
     posture: np.ndarray | None = None,
 ) -> Segmentation:
     """Reps of the combined signal, plus those only one body side shows (merged in time order)."""
-    base = segment(combine(raw, vis, names, comps), t, min_rom, walking, posture)
-    reps = [tuple(int(v) for v in r) for r in base.reps]
-    sides: dict[str, list[Component]] = {}
-    for c in comps:
-        if c.angle.startswith(("left_", "right_")):
-            sides.setdefault(c.angle.split("_", 1)[0], []).append(c)
-    if len(sides) > 1:
-        for side in sides.values():
-            sig = combine(raw, vis, names, tuple(side), SIDE_MIN_WEIGHT)
-            for r in segment(sig, t, min_rom, walking, posture).reps:
-                a, b = int(r[0]), int(r[2])
-                if all(min(b0, b) <= max(a0, a) for a0, _, b0 in reps):
-                    reps.append((a, int(r[1]), b))
-    reps.sort(key=lambda r: r[1])
-    arr = np.array(reps, np.int64).reshape(-1, 3)
-    return Segmentation(base.signal, base.lo, base.hi, arr, base.period_s)
+    return Counter(raw, vis, names, t, posture).count(comps, min_rom, walking)
 
 
 def _sync(a: np.ndarray, b: np.ndarray) -> float:
@@ -292,18 +316,19 @@ def drop_gait(
     seg: Segmentation, raw: np.ndarray, vis: np.ndarray, names: tuple[str, ...], in_phase: tuple[str, ...]
 ) -> Segmentation:
     """Drop reps in which paired angles that should move together (both knees in a squat or a
-    lunge) move in anti-phase, as in walking or stepping; sides must both be seen."""
+    lunge) move in anti-phase, as in walking or stepping; sides must both be seen.
+
+    The kernel judges the sign of the correlation; the few reps too close to call in its
+    arithmetic (a constant side, a covariance near zero) are judged by numpy's ``corrcoef``.
+    """
     if not in_phase or len(seg.reps) == 0:
         return seg
-    keep = []
-    for r in seg.reps:
-        a, b = int(r[0]), int(r[2]) + 1
-        ok = True
-        for pair in in_phase:
-            jl, jr = names.index(f"left_{pair}"), names.index(f"right_{pair}")
-            seen = (vis[a:b, jl] >= VISIBLE) & (vis[a:b, jr] >= VISIBLE)
-            if seen.mean() >= 0.6 and _sync(raw[a:b, jl], raw[a:b, jr]) < 0.0:
-                ok = False
-        keep.append(ok)
-    reps = seg.reps[np.array(keep, bool)]
-    return Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)
+    keep = np.ones(len(seg.reps), bool)
+    for pair in in_phase:
+        jl, jr = names.index(f"left_{pair}"), names.index(f"right_{pair}")
+        votes = kernels.gait_votes(raw, vis, seg.reps, jl, jr, VISIBLE, GAIT_SEEN)
+        for i in np.flatnonzero(votes == 2):
+            a, b = int(seg.reps[i, 0]), int(seg.reps[i, 2]) + 1
+            votes[i] = 1 if _sync(raw[a:b, jl], raw[a:b, jr]) < 0.0 else 0
+        keep &= votes != 1
+    return Segmentation(seg.signal, seg.lo, seg.hi, seg.reps[keep], seg.period_s)

@@ -1,0 +1,78 @@
+"""Per-frame geometry of the subject, from one pass over its landmarks.
+
+Reading the landmarks (tens of megabytes for a ten-minute clip) costs as much as the
+arithmetic on them, so one kernel reads each frame once for everything the features
+stage measures per frame:
+
+- the joint angles of :mod:`pipeline.angles`, their visibility and the gated table;
+- the image scale (frame heights per metre of the least foreshortened body segment) and
+  the hip midpoint's x, from which :mod:`pipeline.reps` tells walking from exercising;
+- the shoulder and hip lines in the world and the shoulders' order in the image, from
+  which :mod:`pipeline.classify` reads the camera view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import angles, kernels
+from . import landmarks as L
+from .records import AngleTable, PoseSeries
+
+SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
+    (11, 12), (11, 13), (12, 14), (13, 15), (14, 16), (23, 25), (24, 26), (25, 27), (26, 28), (11, 23), (12, 24),
+)
+_SEG_A = np.array([a for a, _ in SEGMENTS], np.int64)
+_SEG_B = np.array([b for _, b in SEGMENTS], np.int64)
+_LINES = np.array([L.L_SHOULDER, L.R_SHOULDER, L.L_HIP, L.R_HIP], np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """raw: (n, m) float64 joint angles (degrees, :data:`pipeline.angles.ANGLES`), ungated.
+    vis: (n, m) float64 visibility of each angle (its least visible landmark).
+    table: the angles gated at :data:`pipeline.angles.VISIBLE` (NaN where not seen).
+    scale: (n,) frame heights per metre (NaN where no segment is longer than 5 cm in the world).
+    hip_x: (n,) hip midpoint x in frame heights.
+    line_dx, line_dz: (2, n) |right - left| of the shoulders (row 0) and hips (row 1) along the
+    world's x and z, metres.
+    posed: (n,) bool, a pose was found.
+    shoulders_x: (n,) x(left shoulder) - x(right shoulder) in normalized image coords, in the
+    landmarks' precision (float32 from the model)."""
+
+    raw: np.ndarray
+    vis: np.ndarray
+    table: AngleTable
+    scale: np.ndarray
+    hip_x: np.ndarray
+    line_dx: np.ndarray
+    line_dz: np.ndarray
+    posed: np.ndarray
+    shoulders_x: np.ndarray
+
+
+def _run(pose: PoseSeries, what: int) -> tuple[np.ndarray, ...]:
+    return kernels.pose_geometry(
+        np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
+        float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES,
+    )
+
+
+def measure(pose: PoseSeries) -> Geometry:
+    """All of :class:`Geometry` for ``pose``."""
+    raw, vis, gated, scale, hip_x, dx, dz, posed, shoulders = _run(pose, kernels.ANGLES | kernels.SCALE | kernels.LINES)
+    return Geometry(raw, vis, AngleTable(angles.NAMES, gated), scale, hip_x, dx, dz, posed, shoulders)
+
+
+def scale(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, hip_x) of :class:`Geometry` alone."""
+    out = _run(pose, kernels.SCALE)
+    return out[3], out[4]
+
+
+def lines(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(line_dx, line_dz, posed, shoulders_x) of :class:`Geometry` alone."""
+    out = _run(pose, kernels.LINES)
+    return out[5], out[6], out[7], out[8]
