@@ -40,7 +40,10 @@ from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
 MIN_WEIGHT = 0.35  # total visibility weight below which a frame has no signal
-SIDE_MIN_WEIGHT = 0.25  # the same for one body side counted on its own
+# one body side counted on its own meets the same bar: at 0.25 an arm hidden behind the torso
+# (visibility 0.25-0.35, MediaPipe guessing) added or lost reps with every change of stride,
+# chunking or worker count (the dev alternating-curl clip gave 1, 2 or 3)
+SIDE_MIN_WEIGHT = MIN_WEIGHT
 SOFT_VIS = 0.15  # a component below this visibility contributes nothing
 LO_FRAC, HI_FRAC = 0.3, 0.55  # thresholds as fractions of the local envelope
 MIN_REP_S = 0.4

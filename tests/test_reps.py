@@ -124,6 +124,20 @@ def test_alternating_curls_count_each_arm() -> None:
     assert [r.peak_s for r in result.reps] == pytest.approx(list(m.peaks), abs=PEAK_TOL_S)
 
 
+@pytest.mark.parametrize(("hidden_vis", "count"), [(0.3, 3), (0.6, 6)])
+def test_an_arm_seen_too_little_is_not_counted_on_its_own(hidden_vis: float, count: int) -> None:
+    """Alternating curls with the right arm behind the torso: MediaPipe's guesses for it (visibility
+    under the combined signal's bar) add no reps; seen well enough, its reps count."""
+    m = B.curl(6)
+    t = np.arange(m.n) / m.fps
+    left = np.any([np.abs(t - p) < 1.1 for p in m.peaks[::2]], axis=0)
+    flex = m.get("elbow") - 10.0
+    alt = m.with_(elbow_l=10.0 + np.where(left, flex, 0.0), elbow_r=10.0 + np.where(left, 0.0, flex))
+    right_arm = {i: hidden_vis for i in (12, 14, 16, 18, 20, 22)}  # shoulder, elbow, wrist, hand
+    result = B.finish(B.build(alt, noise_m=0.005, vis=right_arm), "bicep_curl")
+    assert [r.peak_s for r in result.reps] == pytest.approx(list(m.peaks[:: 6 // count]), abs=PEAK_TOL_S)
+
+
 @pytest.mark.parametrize(("speed_m_s", "count"), [(0.0, 5), (1.3, 0)])
 def test_knee_bends_while_travelling_are_not_reps(speed_m_s: float, count: int) -> None:
     """The same squat motion, in place or carried across the frame at walking speed (the walking filter)."""
