@@ -47,8 +47,8 @@ def _p90(x: np.ndarray) -> float:
     return float(kernels.percentiles(x, _Q_P90, False)[0][0]) if np.isfinite(x).any() else 0.0
 
 
-_XY = np.array([L.NOSE, L.L_SHOULDER, L.R_SHOULDER, L.L_WRIST, L.R_WRIST, L.L_HIP, L.R_HIP])  # what features use
-_WORLD = np.array([L.L_SHOULDER, L.R_SHOULDER, L.L_HIP, L.L_ANKLE, L.R_ANKLE])
+_LANDMARKS = np.array([L.NOSE, L.L_SHOULDER, L.R_SHOULDER, L.L_WRIST, L.R_WRIST, L.L_HIP, L.R_HIP, L.L_ANKLE,
+                       L.R_ANKLE], np.int64)
 
 
 def features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -66,22 +66,10 @@ def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict
     def pair(name: str) -> np.ndarray:
         return kernels.pair_mean(raw, names.index(f"left_{name}"), names.index(f"right_{name}"))
 
-    u = pose.xy[:, _XY].astype(np.float64)  # only the landmarks used: (n, 7, 2), x in frame heights
-    u[..., 0] *= pose.aspect
-    nose, sh, wr, hips = u[:, 0], u[:, 1:3], u[:, 3:5], u[:, 5:7]
-    w = pose.world[:, _WORLD].astype(np.float64)
-    torso = np.linalg.norm(sh.mean(1) - hips.mean(1), axis=1)
-    sh_y = sh[:, :, 1].mean(1)
-    wr_y = wr[:, :, 1].mean(1)
-    nose_y = nose[:, 1]
-    leg = np.linalg.norm(w[:, 2] - w[:, 3], axis=1)
-    shoulder_dir = w[:, 1] - w[:, 0]
-    ankles = w[:, 4] - w[:, 3]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sd = shoulder_dir / np.linalg.norm(shoulder_dir, axis=1, keepdims=True)
-        lateral = np.abs(np.einsum("ij,ij->i", ankles, sd))
-        split = np.sqrt(np.maximum(np.einsum("ij,ij->i", ankles, ankles) - lateral**2, 0)) / leg
-        arm_height = (sh_y - wr_y) / torso
+    arm_height, split, wrists_up = kernels.posture_series(
+        np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world), float(pose.aspect), _LANDMARKS
+    )
+    shoulder = pair("shoulder")
     with np.errstate(invalid="ignore"):
         return {
             "trunk": _med(col("trunk_lean")),
@@ -89,12 +77,12 @@ def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict
             "knee_rom": _rom(pair("knee")),
             "hip_rom": _rom(pair("hip")),
             "elbow_rom": _rom(pair("elbow")),
-            "shoulder_rom": _rom(pair("shoulder")),
+            "shoulder_rom": _rom(shoulder),
             "spread_rom": _rom(col("leg_spread")),
-            "wrists_over_head": float(np.nanmean(wr_y < nose_y)) if len(raw) else 0.0,
+            "wrists_over_head": wrists_up / len(raw) if len(raw) else 0.0,
             "arm_height_p90": _p90(arm_height),
             "split_p90": _p90(split),
-            "jack_sync": _corr(pair("shoulder"), col("leg_spread")),
+            "jack_sync": _corr(shoulder, col("leg_spread")),
         }
 
 

@@ -538,7 +538,7 @@ def pair_mean(raw: np.ndarray, jl: int, jr: int) -> np.ndarray:
 
 # --------------------------------------------------------------- per-frame geometry
 
-_BLOCK, _STRIDE = 256, 264  # frames per block; buffer row length (not a multiple of 4 KiB: no aliasing)
+_BLOCK, _STRIDE = 512, 520  # frames per block; buffer row length (not a multiple of 4 KiB: no aliasing)
 ANGLES, SCALE, LINES = 1, 2, 4  # what pose_geometry measures (flags)
 
 
@@ -556,9 +556,10 @@ def _sqrt_limit(y: float) -> float:
 @njit(cache=True, error_model="numpy")
 def _block_angles(
     pts: np.ndarray, lv: np.ndarray, size: int, start: int, triples: np.ndarray, vis_idx: np.ndarray,
-    visible: float, ang: np.ndarray, least: np.ndarray, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
+    visible: float, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
 ) -> None:
-    # pts rows 3 * landmark + coordinate (33..35: the virtual landmarks), lv rows by landmark
+    # pts rows 3 * landmark + coordinate (33..35: the virtual landmarks), lv rows by landmark;
+    # raw, vis, gated (m, n): one row per angle
     for k in range(3):  # as numpy's mean over two: (0 + a + b) / 2
         sa, sb, ha, hb = pts[33 + k], pts[36 + k], pts[69 + k], pts[72 + k]
         mid_s, mid_h, up = pts[99 + k], pts[102 + k], pts[105 + k]
@@ -572,7 +573,7 @@ def _block_angles(
         a, b, c = 3 * triples[j, 0], 3 * triples[j, 1], 3 * triples[j, 2]
         ax, ay, az, bx, by, bz = pts[a], pts[a + 1], pts[a + 2], pts[b], pts[b + 1], pts[b + 2]
         cx, cy, cz = pts[c], pts[c + 1], pts[c + 2]
-        out = ang[j]
+        out = raw[j, start : start + size]
         for f in range(size):
             ux, uy, uz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
             vx, vy, vz = cx[f] - bx[f], cy[f] - by[f], cz[f] - bz[f]
@@ -581,21 +582,22 @@ def _block_angles(
             out[f] = min(1.0, max(-1.0, dot / den)) if den > 0.0 else np.nan
         for f in range(size):  # a loop of its own: fused with the one above it vectorizes worse
             out[f] = _acos_deg(out[f])
-        low = least[j]
-        first = lv[vis_idx[j, 0]]
+        low = vis[j, start : start + size]
+        rows = [vis_idx[j, min(q, width - 1)] for q in range(4)]  # up to 4 landmarks; pads repeat one
+        rows = [r if r >= 0 else rows[0] for r in rows]
+        r0, r1, r2, r3 = lv[rows[0]], lv[rows[1]], lv[rows[2]], lv[rows[3]]
+        for f in range(size):  # np.minimum in registers (no store of a select of what was loaded)
+            m = r0[f]
+            x = r1[f]
+            m = x if ((x < m) | (x != x)) else m
+            x = r2[f]
+            m = x if ((x < m) | (x != x)) else m
+            x = r3[f]
+            m = x if ((x < m) | (x != x)) else m
+            low[f] = m
+        seen = gated[j, start : start + size]
         for f in range(size):
-            low[f] = first[f]
-        for q in range(1, width):
-            if vis_idx[j, q] >= 0:
-                other = lv[vis_idx[j, q]]
-                for f in range(size):
-                    x = other[f]
-                    low[f] = x if ((x < low[f]) | (x != x)) else low[f]
-    for f in range(size):
-        for j in range(m):
-            raw[start + f, j] = ang[j, f]
-            vis[start + f, j] = least[j, f]
-            gated[start + f, j] = ang[j, f] if least[j, f] >= visible else np.nan
+            seen[f] = out[f] if low[f] >= visible else np.nan
 
 
 @njit(cache=True, error_model="numpy")
@@ -603,9 +605,12 @@ def _block_scale(
     pts: np.ndarray, pix: np.ndarray, size: int, start: int, seg_a: np.ndarray, seg_b: np.ndarray,
     long2: float, best: np.ndarray, ppm: np.ndarray, hip_x: np.ndarray,
 ) -> None:
-    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none)
-    best[:size] = -1.0
+    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none).
+    # best (2, STRIDE): the running maximum moves between its rows, so no store is conditional
+    # (a select stored back where it was loaded becomes a slow masked store).
+    best[0, :size] = -1.0
     for q in range(seg_a.shape[0]):
+        prev, cur = best[q % 2], best[(q + 1) % 2]
         a, b = seg_a[q], seg_b[q]
         xa, ya, xb, yb = pix[2 * a], pix[2 * a + 1], pix[2 * b], pix[2 * b + 1]
         ax, ay, az, bx, by, bz = pts[3 * a], pts[3 * a + 1], pts[3 * a + 2], pts[3 * b], pts[3 * b + 1], pts[3 * b + 2]
@@ -615,11 +620,25 @@ def _block_scale(
             w2 = (wx * wx + wy * wy) + wz * wz
             v = math.sqrt(dx * dx + dy * dy) / math.sqrt(w2)
             v = v if ((w2 > long2) & (v == v)) else -1.0  # sqrt(w2) > 0.05; v >= 0, so -1 is "none"
-            best[f] = v if v > best[f] else best[f]
+            cur[f] = v if v > prev[f] else prev[f]
+    top = best[seg_a.shape[0] % 2]
     x23, x24 = pix[46], pix[48]
     for f in range(size):
-        ppm[start + f] = best[f] if best[f] >= 0.0 else np.nan
+        ppm[start + f] = top[f] if top[f] >= 0.0 else np.nan
         hip_x[start + f] = ((0.0 + x23[f]) + x24[f]) / 2.0
+
+
+@njit(cache=True)
+def _columns(need: np.ndarray, width: int) -> np.ndarray:
+    # the columns (width per item) of the items flagged in need, unsigned: no negative-index checks
+    out = np.empty(width * need.shape[0], np.uint64)
+    k = 0
+    for i in range(need.shape[0]):
+        if need[i]:
+            for c in range(width):
+                out[k] = width * i + c
+                k += 1
+    return out[:k]
 
 
 @njit(cache=True, error_model="numpy")
@@ -646,7 +665,8 @@ def pose_geometry(
       x(lines[0]) - x(lines[1]) in the image, in xy's precision.
 
     Blocks of frames are copied to one row per coordinate first, so the loops over frames
-    vectorize, and each frame's landmarks are read from memory once for all parts.
+    vectorize, and each frame's landmarks are read from memory once for all parts. The (n, m)
+    arrays are column-major: an angle's frames are contiguous, as its readers want them.
     """
     n, m = world.shape[0], triples.shape[0]
     do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
@@ -670,21 +690,16 @@ def pose_geometry(
         need_w[0] = True
         for q in range(4):
             need_w[lines[q]] = True
-    wcols = np.empty(0, np.uint64)
-    for lm in range(33):
-        if need_w[lm]:
-            wcols = np.append(wcols, np.arange(3 * lm, 3 * lm + 3).astype(np.uint64))
-    xcols = (2 * np.flatnonzero(need_xy)).astype(np.uint64)
-    vcols = np.flatnonzero(need_v).astype(np.uint64)
+    w_cols, x_cols, v_cols = _columns(need_w[:33], 3), _columns(need_xy, 2), _columns(need_v, 1)
+    x_rows = 2 * np.flatnonzero(need_xy)
     fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
     pts = np.zeros((108, _STRIDE))  # row 3 * landmark + coordinate
     pix = np.zeros((66, _STRIDE))  # row 2 * landmark + coordinate, x in frame heights
     lv = np.zeros((33, _STRIDE))
     na, ns, nl = n if do_angles else 0, n if do_scale else 0, n if do_lines else 0
-    raw, vis, gated = np.empty((na, m)), np.empty((na, m)), np.empty((na, m))
-    ang, least = np.empty((m, _STRIDE)), np.empty((m, _STRIDE))
+    raw, vis, gated = np.empty((m, na)), np.empty((m, na)), np.empty((m, na))  # returned transposed
     ppm, hip_x = np.empty(ns), np.empty(ns)
-    best = np.empty(_STRIDE)
+    best = np.empty((2, _STRIDE))
     long2 = _sqrt_limit(0.05)
     line_dx, line_dz = np.empty((2, nl)), np.empty((2, nl))
     posed = np.zeros(nl, np.bool_)
@@ -693,18 +708,20 @@ def pose_geometry(
         size = min(_BLOCK, n - start)
         for f in range(size):
             rw, rx, rv = fw[start + f], fx[start + f], visibility[start + f]
-            for q in range(wcols.shape[0]):
-                pts[wcols[q], f] = rw[wcols[q]]
-            for q in range(xcols.shape[0]):
-                c = xcols[q]
-                pix[c, f] = float(rx[c]) * aspect
-                pix[c + 1, f] = rx[c + 1]
-            for q in range(vcols.shape[0]):
-                lv[vcols[q], f] = rv[vcols[q]]
+            for q in range(w_cols.shape[0]):
+                pts[w_cols[q], f] = rw[w_cols[q]]
+            for q in range(x_cols.shape[0]):
+                pix[x_cols[q], f] = rx[x_cols[q]]
+            for q in range(v_cols.shape[0]):
+                lv[v_cols[q], f] = rv[v_cols[q]]
             if do_lines:
                 pair_x[start + f] = rx[2 * lines[0]] - rx[2 * lines[1]]
+        for c in x_rows:  # x in frame heights
+            row = pix[c]
+            for f in range(size):
+                row[f] = row[f] * aspect
         if do_angles:
-            _block_angles(pts, lv, size, start, triples, vis_idx, visible, ang, least, raw, vis, gated)
+            _block_angles(pts, lv, size, start, triples, vis_idx, visible, raw, vis, gated)
         if do_scale:
             _block_scale(pts, pix, size, start, seg_a, seg_b, long2, best, ppm, hip_x)
         if do_lines:
@@ -715,7 +732,7 @@ def pose_geometry(
                     line_dz[row, start + f] = abs(pts[b + 2, f] - pts[a + 2, f])
             for f in range(size):
                 posed[start + f] = np.isfinite(pts[0, f])
-    return raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x
+    return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x
 
 
 @njit(cache=True)
@@ -881,10 +898,9 @@ def _rest_window(reps: np.ndarray, r: int, n: int) -> tuple[int, int]:
 
 
 @njit(cache=True)
-def _small_nanmedian(x: np.ndarray, lo: int, hi: int) -> tuple[bool, float]:
-    # (any finite value in x[lo:hi], np.nanmedian of it) for a short slice
+def _small_nanmedian(x: np.ndarray, lo: int, hi: int, buf: np.ndarray) -> tuple[bool, float]:
+    # (any finite value in x[lo:hi], np.nanmedian of it) for a slice of at most len(buf) frames
     hi = min(hi, x.shape[0])
-    buf = np.empty(max(hi - lo, 0))
     n = 0
     finite = False
     for i in range(lo, hi):
@@ -906,6 +922,7 @@ def valid_reps(
     ``walking`` / ``posture`` of length 0 are not checked."""
     n, k = s.shape[0], reps.shape[0]
     keep = np.zeros(k, np.bool_)
+    buf = np.empty(4)
     for r in range(k):
         a, p, b = reps[r, 0], reps[r, 1], reps[r, 2]
         w0, w1 = _rest_window(reps, r, n)
@@ -922,8 +939,8 @@ def valid_reps(
             if moving / (b + 1 - a) > walk_share:
                 continue
         if posture.shape[0]:
-            ok0, m0 = _small_nanmedian(posture, max(0, a - 3), a + 1)
-            ok1, m1 = _small_nanmedian(posture, b, b + 4)
+            ok0, m0 = _small_nanmedian(posture, max(0, a - 3), a + 1, buf)
+            ok1, m1 = _small_nanmedian(posture, b, b + 4, buf)
             if ok0 and ok1 and abs(m0 - m1) > posture_deg:
                 continue
         keep[r] = True
@@ -1115,6 +1132,52 @@ def rep_extras(
             if not finite / size < 0.5:
                 out[r, 2] = _np_sum(buf, 0, size) / finite
     return out
+
+
+# ------------------------------------------------------------------- posture
+
+
+@njit(cache=True, error_model="numpy")
+def posture_series(
+    xy: np.ndarray, world: np.ndarray, aspect: float, lm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per frame, from the landmarks lm = (nose, l/r shoulder, l/r wrist, l/r hip, l/r ankle):
+    arm height (shoulder midpoint y minus wrist midpoint y, over the image torso length, x in
+    frame heights); the ankles' split (their separation in the world, across the shoulder line
+    removed, over the left leg's length); and how many frames have the wrists above the nose.
+
+    numpy's arithmetic, as ``classify`` wrote it: means of two as (0 + a + b) / 2, norms as
+    sqrt of x*x + y*y (+ z*z), and einsum's order for the row dot products ((x + z) + y).
+    """
+    n = xy.shape[0]
+    nose, ls, rs, lw, rw, lh, rh = lm[0], lm[1], lm[2], lm[3], lm[4], lm[5], lm[6]
+    arm = np.empty(n)
+    split = np.empty(n)
+    up = 0
+    w = np.empty((9, 3))  # float64 copies: numba's float() keeps float32 as float32
+    for i in range(n):
+        for k in range(9):
+            for c in range(3):
+                w[k, c] = world[i, lm[k], c]
+        sx = ((0.0 + float(xy[i, ls, 0]) * aspect) + float(xy[i, rs, 0]) * aspect) / 2.0
+        sy = ((0.0 + float(xy[i, ls, 1])) + float(xy[i, rs, 1])) / 2.0
+        hx = ((0.0 + float(xy[i, lh, 0]) * aspect) + float(xy[i, rh, 0]) * aspect) / 2.0
+        hy = ((0.0 + float(xy[i, lh, 1])) + float(xy[i, rh, 1])) / 2.0
+        wy = ((0.0 + float(xy[i, lw, 1])) + float(xy[i, rw, 1])) / 2.0
+        dx, dy = sx - hx, sy - hy
+        arm[i] = (sy - wy) / math.sqrt(dx * dx + dy * dy)
+        up += wy < 0.0 + xy[i, nose, 1]
+        lx, ly, lz = w[5, 0] - w[7, 0], w[5, 1] - w[7, 1], w[5, 2] - w[7, 2]  # left hip - left ankle
+        leg = math.sqrt((lx * lx + ly * ly) + lz * lz)
+        qx, qy, qz = w[2, 0] - w[1, 0], w[2, 1] - w[1, 1], w[2, 2] - w[1, 2]  # shoulders, right - left
+        norm = math.sqrt((qx * qx + qy * qy) + qz * qz)
+        ux, uy, uz = qx / norm, qy / norm, qz / norm
+        ax, ay, az = w[8, 0] - w[7, 0], w[8, 1] - w[7, 1], w[8, 2] - w[7, 2]  # ankles, right - left
+        lateral = abs((ax * ux + az * uz) + ay * uy)
+        rest = ((ax * ax + az * az) + ay * ay) - lateral * lateral
+        rest = rest if (rest >= 0.0 or rest != rest) else 0.0  # np.maximum(rest, 0)
+        split[i] = math.sqrt(rest) / leg
+    return arm, split, up
 
 
 # ------------------------------------------------------------------ walking, view

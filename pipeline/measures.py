@@ -130,22 +130,13 @@ def to_json(reps: tuple[Rep, ...]) -> list[dict[str, object]]:
     """``[r.to_dict() for r in reps]``, the rounding done for all reps at once."""
     if not reps:
         return []
-    cols = {name: _rounded([getattr(r, name) for r in reps], digits) for name, digits in _ROUNDED}
-    sec = _rounded([v for r in reps for _, lo, hi in r.secondary for v in (lo, hi)], 1)
-    out = []
-    at = 0
-    for i, r in enumerate(reps):
-        d: dict[str, object] = {"index": r.index}
-        for name, _ in _ROUNDED:
-            d[name] = cols[name][i]
-        d["faults"] = list(r.faults)
-        second = {}
-        for name, _, _ in r.secondary:
-            second[name] = {"min_deg": sec[at], "max_deg": sec[at + 1]}
-            at += 2
-        d["secondary"] = second
-        out.append(d)
-    return out
+    keys = ("index", *(name for name, _ in _ROUNDED), "faults", "secondary")
+    cols = [_rounded([getattr(r, name) for r in reps], digits) for name, digits in _ROUNDED]
+    flat = _rounded([v for r in reps for _, lo, hi in r.secondary for v in (lo, hi)], 1)
+    bounds = iter(flat)
+    second = [{name: {"min_deg": next(bounds), "max_deg": next(bounds)} for name, _, _ in r.secondary} for r in reps]
+    rows = zip([r.index for r in reps], *cols, [list(r.faults) for r in reps], second, strict=True)
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def fatigue(reps: tuple[Rep, ...]) -> dict[str, object]:

@@ -326,6 +326,29 @@ def posed_median(x: NDArray[np.floating], posed: NDArray[np.bool_]) -> float:
     return float(np.median(x[posed])) if posed.any() else float("nan")
 
 
+def posture_series(
+    xy: NDArray[np.floating], world: NDArray[np.floating], aspect: float, lm: Ints
+) -> tuple[Floats, Floats, int]:
+    """Arm height, the ankles' split and the count of frames with the wrists above the nose
+    (see the kernel), as ``classify`` computed them with numpy."""
+    nose, ls, rs, lw, rw, lh, rh, la, ra = (int(i) for i in lm)
+    u = xy.astype(np.float64)
+    u[..., 0] *= aspect
+    w = world.astype(np.float64)
+    torso = np.linalg.norm(u[:, [ls, rs]].mean(1) - u[:, [lh, rh]].mean(1), axis=1)
+    sh_y = u[:, [ls, rs], 1].mean(1)
+    wr_y = u[:, [lw, rw], 1].mean(1)
+    leg = np.linalg.norm(w[:, lh] - w[:, la], axis=1)
+    shoulder_dir = w[:, rs] - w[:, ls]
+    ankles = w[:, ra] - w[:, la]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = shoulder_dir / np.linalg.norm(shoulder_dir, axis=1, keepdims=True)
+        lateral = np.abs(np.einsum("ij,ij->i", ankles, sd))
+        split = np.sqrt(np.maximum(np.einsum("ij,ij->i", ankles, ankles) - lateral**2, 0)) / leg
+        arm_height = (sh_y - wr_y) / torso
+    return arm_height, split, int(np.sum(wr_y < u[:, nose, 1]))
+
+
 # ------------------------------------------------------------ the counting signal
 
 

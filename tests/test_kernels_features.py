@@ -334,3 +334,14 @@ def test_per_rep_measures(seed: int) -> None:
     for left, right in ((raw[:, 0], raw[:, 1]), (np.zeros(0), np.zeros(0))):
         args = (s, vis, cols, left, right, reps, 37.5)
         same(kernels.rep_extras(*args), reference.rep_extras(*args))
+
+
+# ------------------------------------------------------------------- posture
+
+
+@pytest.mark.parametrize("case", POSES)
+def test_posture_series(case: str) -> None:
+    pose = POSES[case]
+    lm = np.array([0, 11, 12, 15, 16, 23, 24, 27, 28], np.int64)
+    args = (np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world), float(pose.aspect), lm)
+    same(kernels.posture_series(*args), reference.posture_series(*args))
