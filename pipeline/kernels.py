@@ -7,19 +7,25 @@ arithmetic (pairwise sums, ``(a + b) / 2`` medians, percentile interpolation) so
 the answers are the same to the bit.
 
 - ``joint_angles``: angle at the middle landmark of each (a, b, c) triple, degrees.
-- ``pose_angles``: the same on world landmarks plus the virtual ones, with visibility and gating.
+- ``pose_geometry``: one pass over the landmarks for the angles (with the virtual landmarks,
+  visibility and gating), the image scale and hip position (walking) and the body lines (view).
 - ``fill_gaps``: linear interpolation across NaN runs no longer than ``max_gap``.
 - ``smooth``: NaN-aware centred moving average (NaN stays NaN).
-- ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
-- ``thresholds``: rest / turn levels from the envelope (NaN where it is too narrow).
+- ``envelope`` / ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
+- ``levels``: rest / turn thresholds from the envelope (NaN where it is too narrow).
 - ``masked_median``, ``combine``: the visibility-weighted combined signal.
 - ``centre_finite``, ``lag_counts``, ``pick_period``: the autocorrelation period estimate.
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
 - ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
 - ``walking``: frames where the body travels rather than exercising in place.
 - ``rep_phases``: eccentric / pause / concentric frame counts and peak speed per rep.
-- ``merge_pair``, ``window_extremes``, ``rep_extras``: per-rep measures.
-- ``view_yaw``, ``view_dx``, ``percentile``: clip-level view and posture statistics.
+- ``merge_pair``, ``window_extremes``, ``amplitudes``, ``rep_extras``: per-rep measures.
+- ``posture_series``, ``pair_mean``, ``percentiles``, ``nan_median``: clip-level posture features.
+- ``view_yaw``, ``posed_median``: the camera view.
+- ``pairwise_sum``, ``round_half_even``: numpy's ``sum`` and Python's ``round``, to the bit.
+
+The one kernel that is not numpy to the bit is the angle's acos (``_acos_deg``, within 2 ulp
+of libm's): libm's is a scalar call that would cost as much as all the rest of the angles.
 """
 
 from __future__ import annotations
