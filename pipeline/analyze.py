@@ -186,7 +186,7 @@ def finish(
     ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter)
     seg = counter.count(ex.components, ex.min_rom_deg, R.walking_mask(pose, geo=geo))
     seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
-    reps, primary = measures.measure(ex, table, vis, pose.t, seg.signal, seg.reps)
+    reps, primary, reps_json = measures.measure_json(ex, table, vis, pose.t, seg.signal, seg.reps)
     view, yaw, view_conf = classify.detect_view(pose, geo)
     detected = int(pose.detected.sum())
     reason = None
@@ -215,7 +215,7 @@ def finish(
         "primary_signal": {
             "angle": ex.primary, "period_s": None if not np.isfinite(seg.period_s) else round(seg.period_s, 2),
         },
-        "reps": measures.to_json(reps),
+        "reps": reps_json,
         "fatigue": measures.fatigue(reps),
         "fault_definitions": {f.name: f.message for f in ex.faults},
         "frames": {"total": info.frames, "analyzed": len(pose), "detected": detected},

@@ -9,6 +9,7 @@ of the exercise's rule table evaluated on named measures such as
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -67,40 +68,68 @@ def measure(
 ) -> tuple[tuple[Rep, ...], np.ndarray]:
     """(the reps' measures, the merged primary angle per frame): :func:`measure_reps`, with the
     primary series it used (the per-frame work is done by kernels, over all reps at once)."""
+    out, primary, _ = _measure(ex, table, vis, t, signal, reps)
+    return out, primary
+
+
+def measure_json(
+    ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
+) -> tuple[tuple[Rep, ...], np.ndarray, list[dict[str, object]]]:
+    """:func:`measure` and ``to_json`` of its reps, the JSON rounded from the measures' arrays."""
+    out, primary, cols = _measure(ex, table, vis, t, signal, reps)
+    if cols is None:
+        return out, primary, []
+    values, faults, secondary = cols
+    return out, primary, _json(values, faults, secondary)
+
+
+_Columns = tuple[np.ndarray, list[tuple[str, ...]], list[tuple[tuple[str, float, float], ...]]]
+
+
+def _measure(
+    ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
+) -> tuple[tuple[Rep, ...], np.ndarray, _Columns | None]:
+    # also (the ten numeric fields of Rep, _ROUNDED's order, as (10, k) float64 with NaN for None;
+    # the faults; the secondary angles) for the JSON
     fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
     series = Series(table, vis, ex.primary)
     primary = series("primary")
     if len(reps) == 0:
-        return (), primary
+        return (), primary, None
     phases = kernels.rep_phases(kernels.smooth(primary, max(1, int(round(0.05 * fps)))), t, reps, PAUSE_BAND)
     names = table.names
     cols = np.array([i for i, n in enumerate(names) if n.endswith(ex.primary)], np.int64)
     paired = f"left_{ex.primary}" in names and f"right_{ex.primary}" in names
     left, right = (table[f"left_{ex.primary}"], table[f"right_{ex.primary}"]) if paired else (np.zeros(0),) * 2
-    amp, conf, asym = kernels.rep_extras(signal, vis, cols, left, right, reps, 1.5 * ex.min_rom_deg).T.tolist()
+    extras = kernels.rep_extras(signal, vis, cols, left, right, reps, 1.5 * ex.min_rom_deg)
+    amp_a, conf_a, asym_a = extras[:, 0], extras[:, 1], extras[:, 2]
     stats = _window_stats(ex, series, reps)
-    stats["asymmetry_deg"] = np.array(asym)
+    stats["asymmetry_deg"] = np.array(asym_a)
     k = len(reps)
-    flags = [_flags(f, stats[f.measure]) for f in ex.faults]
     faults: list[tuple[str, ...]] = [()] * k
-    if flags:
-        faults = [tuple(f.name for f, hit in zip(ex.faults, hits, strict=True) if hit)
-                  for hits in zip(*flags, strict=True)]
+    if ex.faults:
+        # one bit per fault, each distinct combination's names built once
+        bits = np.zeros(k, np.int64)
+        for j, f in enumerate(ex.faults):
+            bits |= np.array(_flags(f, stats[f.measure]), np.int64) << j
+        combos: dict[int, tuple[str, ...]] = {}
+        for b in set(bits.tolist()):
+            combos[b] = tuple(f.name for j, f in enumerate(ex.faults) if b >> j & 1)
+        faults = list(map(combos.__getitem__, bits.tolist()))
     secondary: list[tuple[tuple[str, float, float], ...]] = [()] * k
     if ex.secondary:
-        ranges = [zip(stats[f"{name}_min_deg"].tolist(), stats[f"{name}_max_deg"].tolist(), strict=True)
-                  for name in ex.secondary]
-        secondary = [tuple((name, lo, hi) for name, (lo, hi) in zip(ex.secondary, row, strict=True))
-                     for row in zip(*ranges, strict=True)]
-    first, pause, second, rom, vel = phases.T.tolist()
-    ecc, conc = (first, second) if ex.eccentric_first else (second, first)
-    starts, peaks, ends = (t[reps[:, c]].tolist() for c in range(3))
-    out = [
-        Rep(i + 1, starts[i], peaks[i], ends[i], rom[i] if math.isfinite(rom[i]) else amp[i], ecc[i], pause[i],
-            conc[i], vel[i], None if math.isnan(asym[i]) else asym[i], conf[i], faults[i], secondary[i])
-        for i in range(k)
-    ]
-    return tuple(out), primary
+        secondary = list(zip(*[zip(itertools.repeat(name), stats[f"{name}_min_deg"].tolist(),
+                                   stats[f"{name}_max_deg"].tolist()) for name in ex.secondary], strict=True))
+    p_first, p_pause, p_second, p_rom, p_vel = (phases[:, c] for c in range(5))
+    ecc_a, conc_a = (p_first, p_second) if ex.eccentric_first else (p_second, p_first)
+    rom_a = np.where(np.isfinite(p_rom), p_rom, amp_a)
+    values = np.vstack([t[reps[:, 0]], t[reps[:, 1]], t[reps[:, 2]], rom_a, ecc_a, p_pause, conc_a, p_vel, asym_a,
+                        conf_a])
+    start, peak, end, rom, ecc, pause, conc, vel, asym_f, conf = values.tolist()
+    asym = [None if v != v else v for v in asym_f] if np.isnan(asym_a).any() else asym_f
+    out = tuple(map(Rep, range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, faults,
+                    secondary))
+    return out, primary, (values, faults, secondary)
 
 
 def measure_reps(
@@ -116,14 +145,49 @@ _ROUNDED = (("start_s", 3), ("peak_s", 3), ("end_s", 3), ("rom_deg", 1), ("eccen
 
 def _rounded(values: list[float | None], digits: int) -> list[float | None]:
     """``Rep._num`` of each value: Python's round (by a kernel), None where not finite or None."""
-    arr = np.array([math.nan if v is None else v for v in values], np.float64)
-    out: list[float | None] = kernels.round_half_even(arr, digits).tolist()
-    for i, r in enumerate(out):
-        if r != r:  # NaN: not finite
+    return _rounded_array(np.array([math.nan if v is None else v for v in values], np.float64), digits)
+
+
+def _rounded_array(arr: np.ndarray, digits: int) -> list[float | None]:
+    """:func:`_rounded` of a float64 array (NaN for None)."""
+    r = kernels.round_half_even(arr, digits)
+    out: list[float | None] = r.tolist()
+    if np.isfinite(r).all():
+        return out
+    for i, v in enumerate(out):
+        if v != v:  # NaN: not finite
             out[i] = None
-        elif r == math.inf:  # too large for the kernel
+        elif v == math.inf:  # too large for the kernel
             out[i] = round(float(arr[i]), digits)
     return out
+
+
+_DIGITS = np.array([d for _, d in _ROUNDED])
+_ROWS_3, _ROWS_1 = np.flatnonzero(_DIGITS == 3), np.flatnonzero(_DIGITS == 1)
+
+
+def _json(
+    values: np.ndarray, faults: list[tuple[str, ...]], secondary: list[tuple[tuple[str, float, float], ...]]
+) -> list[dict[str, object]]:
+    # the rows of to_json from the numeric fields (10, k) in _ROUNDED's order, NaN for None; the
+    # fields rounded to 3 digits in one array, those to 1 digit with the secondary angles in another
+    k = values.shape[1]
+    flat = np.array([v for s in secondary for _, lo, hi in s for v in (lo, hi)], np.float64)
+    r3 = _rounded_array(values[_ROWS_3].ravel(), 3)
+    r1 = _rounded_array(np.concatenate([values[_ROWS_1].ravel(), flat]), 1)
+    cols: list[list[float | None]] = [[]] * len(_ROUNDED)
+    for j, c in enumerate(_ROWS_3.tolist()):
+        cols[c] = r3[j * k : (j + 1) * k]
+    for j, c in enumerate(_ROWS_1.tolist()):
+        cols[c] = r1[j * k : (j + 1) * k]
+    bounds = iter(r1[len(_ROWS_1) * k :])
+    second = [{name: {"min_deg": next(bounds), "max_deg": next(bounds)} for name, _, _ in s} for s in secondary]
+    return [
+        {"index": i, "start_s": a, "peak_s": b, "end_s": c, "rom_deg": d, "eccentric_s": e, "pause_s": f,
+         "concentric_s": g, "peak_velocity_dps": h, "asymmetry_deg": u, "confidence": v, "faults": list(fl),
+         "secondary": sd}
+        for i, a, b, c, d, e, f, g, h, u, v, fl, sd in zip(range(1, k + 1), *cols, faults, second, strict=True)
+    ]
 
 
 def to_json(reps: tuple[Rep, ...]) -> list[dict[str, object]]:

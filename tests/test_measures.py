@@ -203,3 +203,21 @@ def test_unmeasurable_values_are_null_in_json() -> None:
     assert d["rom_deg"] is None and d["eccentric_s"] is None and d["peak_velocity_dps"] is None
     assert d["secondary"] == {"hip": {"min_deg": None, "max_deg": 120.0}}
     json.dumps(d, allow_nan=False)
+
+
+@pytest.mark.parametrize("exercise", ["squat", "bicep_curl", "pushup", "jumping_jack"])
+def test_measure_json_is_to_json_of_the_reps(exercise: str) -> None:
+    """finish's JSON, rounded from the measures' arrays, is each rep's to_dict (unmeasurable values too)."""
+    m = B.squat(4, depth_deg=100.0).with_(elbow=B.curl(4).get("elbow"))
+    pose = B.build(m)
+    table = angles.compute(pose)
+    _, vis = angles.compute_raw(pose)
+    reps = _built_reps(m)
+    signal = m.get("knee").copy()
+    signal[reps[1, 0] : reps[1, 2] + 1] = np.nan  # a rep whose range of motion falls back to its amplitude
+    ex = EXERCISES[exercise]
+    out, primary, js = measures.measure_json(ex, table, vis, pose.t, signal, reps)
+    assert out == measures.measure_reps(ex, table, vis, pose.t, signal, reps)
+    assert js == [r.to_dict() for r in out] == measures.to_json(out)
+    assert json.dumps(js) == json.dumps([r.to_dict() for r in out])
+    assert measures.measure_json(ex, table, vis, pose.t, signal, reps[:0])[2] == []
