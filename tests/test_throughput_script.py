@@ -6,11 +6,13 @@ No MediaPipe and no video here: runs are built by hand.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -134,3 +136,24 @@ def test_missing_clip_is_a_clear_usage_error(capsys: pytest.CaptureFixture[str])
         T.parse(["/no/such/clip.mp4"])
     assert exc.value.code == 2
     assert "clip not found: /no/such/clip.mp4 (expected paths to video files)" in capsys.readouterr().err
+
+
+def test_one_real_run_fills_every_mode(dev_dir: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The whole script on the shortest dev clip: every mode measured, counts agree, (d) is a hit."""
+    out = tmp_path / "tp.json"
+    script, clip = REPO / "benchmarks" / "throughput.py", dev_dir / "squat_kaiakol_1.mp4"
+    cmd = [sys.executable, str(script), str(clip), "--json", str(out), "--markdown", str(tmp_path / "tp.md")]
+    res = subprocess.run(cmd, cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    runs = report["clips"][0]["runs"]
+    assert set(runs) == set(T.MODES)
+    assert runs["a"]["frames"] == runs["b"]["frames"] == 38 and runs["c"]["frames"] == 19  # stride 2 at 30 fps
+    assert runs["a"]["reps"] == runs["b"]["reps"] == runs["c"]["reps"] == runs["d"]["reps"] == 1
+    assert runs["d"]["cache"] == "hit" and runs["b"]["cache"] == runs["c"]["cache"] == "off"
+    assert 0 < runs["f"]["cold_s"] < runs["f"]["wall_s"]
+    assert all(r["wall_s"] > 0 for r in runs.values())
+    pool = report["meta"]["pool_rss"]
+    assert set(pool["warm"]) == set(pool["end"]) == {"worker1", "worker2"}
+    assert pool["frames"] == 38 + 19 + 19  # (b), (c), and the run that fills (d)'s cache
+    assert "| squat_kaiakol_1.mp4 | 38 |" in (tmp_path / "tp.md").read_text()
