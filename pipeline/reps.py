@@ -40,10 +40,10 @@ from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
 MIN_WEIGHT = 0.35  # total visibility weight below which a frame has no signal
-# one body side counted on its own meets the same bar: at 0.25 an arm hidden behind the torso
-# (visibility 0.25-0.35, MediaPipe guessing) added or lost reps with every change of stride,
-# chunking or worker count (the dev alternating-curl clip gave 1, 2 or 3)
-SIDE_MIN_WEIGHT = MIN_WEIGHT
+# a body side counted on its own must be seen (VISIBLE): an arm hidden behind the torso has
+# visibility 0.25-0.5 while MediaPipe guesses it, and its guessed reps came and went with the
+# frame stride, the chunking and the worker's history (the dev alternating-curl clip gave 1-3)
+SIDE_MIN_WEIGHT = VISIBLE
 SOFT_VIS = 0.15  # a component below this visibility contributes nothing
 LO_FRAC, HI_FRAC = 0.3, 0.55  # thresholds as fractions of the local envelope
 MIN_REP_S = 0.4

@@ -127,7 +127,7 @@ def test_alternating_curls_count_each_arm() -> None:
 @pytest.mark.parametrize(("hidden_vis", "count"), [(0.3, 3), (0.6, 6)])
 def test_an_arm_seen_too_little_is_not_counted_on_its_own(hidden_vis: float, count: int) -> None:
     """Alternating curls with the right arm behind the torso: MediaPipe's guesses for it (visibility
-    under the combined signal's bar) add no reps; seen well enough, its reps count."""
+    under 0.5, "not seen") add no reps; seen, its reps count."""
     m = B.curl(6)
     t = np.arange(m.n) / m.fps
     left = np.any([np.abs(t - p) < 1.1 for p in m.peaks[::2]], axis=0)
