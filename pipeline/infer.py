@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -81,9 +80,9 @@ class ChunkResult:
     first_inference_epoch: float = 0.0  # time.time() when this chunk's first frame went to the model
 
 
-_SPARE: tuple[InferOptions, object] | None = None  # a landmarker no chunk has used yet
-_BUILDER: threading.Thread | None = None  # builds the next spare while the worker waits for work
-WARM_MS, FRAMES_MS = 0, 10_000  # a landmarker's own clock: its warm-up frame, then the chunk's frames
+_LANDMARKER: object | None = None
+_LOADED: InferOptions | None = None
+_CLOCK_MS = 0  # this process's landmarker timeline; VIDEO mode needs it strictly increasing
 WORKER_MEMORY_CACHE = 64 << 20  # per-process memory tier for frame landmarks
 
 
@@ -129,13 +128,17 @@ def _on_missing(name: str) -> Callable[[str], object]:
     return getattr_
 
 
-def _create(options: InferOptions) -> object:
-    """A new PoseLandmarker, warmed on one blank frame at ``WARM_MS`` of its own clock."""
+def load(options: InferOptions) -> object:
+    """Create (or reuse) this process's PoseLandmarker for ``options``."""
+    global _LANDMARKER, _LOADED
+    if _LANDMARKER is not None and _LOADED == options:
+        return _LANDMARKER
     _import_tasks()
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.vision import pose_landmarker
     from mediapipe.tasks.python.vision.core.vision_task_running_mode import VisionTaskRunningMode
 
+    close()
     opts = pose_landmarker.PoseLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=options.model_path),
         running_mode=VisionTaskRunningMode.VIDEO,
@@ -145,77 +148,40 @@ def _create(options: InferOptions) -> object:
         min_tracking_confidence=options.min_tracking,
     )
     try:
-        lm = pose_landmarker.PoseLandmarker.create_from_options(opts)
+        _LANDMARKER = pose_landmarker.PoseLandmarker.create_from_options(opts)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
             f"model file {options.model_path} could not be loaded by MediaPipe ({exc}): expected a "
             "pose landmarker .task bundle"
         ) from None
-    lm.detect_for_video(_image(np.zeros((64, 64, 3), np.uint8)), WARM_MS)
-    return lm
-
-
-def _build_spare(options: InferOptions) -> None:
-    global _SPARE
-    try:
-        _SPARE = (options, _create(options))
-    except ModelError:  # take() builds it again in the foreground and raises there
-        _SPARE = None
-
-
-def load(options: InferOptions) -> object:
-    """This process's unused landmarker for ``options`` (built now if there is none); it stays
-    the spare: :func:`take` hands it to the next chunk."""
-    global _SPARE, _BUILDER
-    if _BUILDER is not None:
-        _BUILDER.join()
-        _BUILDER = None
-    if _SPARE is None or _SPARE[0] != options:
-        close()
-        _SPARE = (options, _create(options))
-    return _SPARE[1]
-
-
-def take(options: InferOptions) -> object:
-    """A landmarker no chunk has used (the spare, or a new one): every chunk starts from the same
-    state, so its landmarks depend only on its frames, not on what this worker analyzed before
-    (a reused landmarker's tracking and smoothing moved world landmarks by up to 8 mm)."""
-    global _SPARE
-    lm = load(options)
-    _SPARE = None
-    return lm
-
-
-def refill(options: InferOptions) -> None:
-    """Build the next spare in the background while this worker waits for its next chunk."""
-    global _BUILDER
-    if _BUILDER is None and _SPARE is None:
-        _BUILDER = threading.Thread(target=_build_spare, args=(options,), name="formcheck-spare", daemon=True)
-        _BUILDER.start()
+    _LOADED = options
+    return _LANDMARKER
 
 
 def close() -> None:
-    global _SPARE, _BUILDER
-    if _BUILDER is not None:
-        _BUILDER.join()
-        _BUILDER = None
-    if _SPARE is not None:
-        _SPARE[1].close()  # type: ignore[attr-defined]
-    _SPARE = None
+    global _LANDMARKER, _LOADED
+    if _LANDMARKER is not None:
+        _LANDMARKER.close()  # type: ignore[attr-defined]
+    _LANDMARKER, _LOADED = None, None
 
 
 def warm(options: InferOptions) -> int:
-    """Pool initializer / warm-up: build this worker's first landmarker (model loaded, run once).
+    """Pool initializer / warm-up: load the model and run it once on a blank frame.
 
     Workers are one per core: OpenCV's own threads would only compete with the other workers.
     """
     import cv2
 
     cv2.setNumThreads(1)
+    global _CLOCK_MS
     try:
-        load(options)
+        lm = load(options)
     except ModelError as exc:  # leave the worker alive: run_chunk raises it again, to the caller
         log.warning("could not warm the pose model: %s", exc)
+        return os.getpid()
+    blank = np.zeros((64, 64, 3), np.uint8)
+    _CLOCK_MS += 1000
+    lm.detect_for_video(_image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
     return os.getpid()
 
 
@@ -226,10 +192,11 @@ def _image(rgb: np.ndarray) -> object:
     return Image(image_format=ImageFormat.SRGB, data=rgb)
 
 
-def _detect(lm: object, rgb: np.ndarray, k: int, ms: int) -> tuple[np.ndarray, ...]:
-    """Run the landmarker on one frame at ``ms`` of its clock: (xy (k,33,2), visibility (k,33),
-    world (k,33,3))."""
-    res = lm.detect_for_video(_image(rgb), ms)  # type: ignore[attr-defined]
+def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tuple[np.ndarray, ...]:
+    """Run the landmarker on one frame: (xy (k,33,2), visibility (k,33), world (k,33,3))."""
+    global _CLOCK_MS
+    _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(t * 1000)))
+    res = lm.detect_for_video(_image(rgb), _CLOCK_MS)  # type: ignore[attr-defined]
     xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
     v = np.zeros((k, N_LANDMARKS), np.float32)
     w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)
@@ -243,18 +210,12 @@ def _detect(lm: object, rgb: np.ndarray, k: int, ms: int) -> tuple[np.ndarray, .
 
 
 def run_chunk(job: ChunkJob) -> ChunkResult:
-    """Decode and infer one chunk on a fresh landmarker; frames whose pixels were seen before
-    come from the cache."""
-    lm = take(job.options)
-    try:
-        cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
-        frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint,
-                                threads=1)
-        with closing(frames_in):  # the capture is released even if inference raises
-            chunk = _infer_frames(frames_in, job, lm, cache)
-    finally:
-        lm.close()  # type: ignore[attr-defined]
-        refill(job.options)
+    """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
+    lm = load(job.options)
+    cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
+    frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
+    with closing(frames_in):  # the capture is released even if inference raises
+        chunk = _infer_frames(frames_in, job, lm, cache)
     return chunk
 
 
@@ -263,9 +224,10 @@ def _infer_frames(
 ) -> ChunkResult:
     params = {"model": job.options.model_id or job.options.model_path, "k": job.options.num_poses,
               "det": job.options.min_detection, "pres": job.options.min_presence, "trk": job.options.min_tracking}
-    # a fresh landmarker per chunk (see take): its clock starts at FRAMES_MS for the first frame
+    # One landmarker per process, reused across chunks: each chunk continues this
+    # process's clock after a gap; the lead-in frames let the tracker re-acquire.
+    base_ms = _CLOCK_MS + 10_000
     k = job.options.num_poses
-    last_ms = WARM_MS
     frames, ts, xys, vis, worlds = [], [], [], [], []
     size = (0, 0)
     infer_s = 0.0
@@ -281,11 +243,11 @@ def _infer_frames(
             xy, v, w = frame_from_bytes(cached)
             hits += 1
         else:
-            if not first:
+            if not first:  # forget the previous chunk's (or clip's) subject: track from a detection
+                _detect(lm, np.zeros_like(fr.rgb), k, base_ms - 5_000, 0.0)
                 first = time.time()
             t0 = time.perf_counter()
-            last_ms = max(last_ms + 1, FRAMES_MS + int(round(fr.t * 1000)))
-            xy, v, w = _detect(lm, fr.rgb, k, last_ms)
+            xy, v, w = _detect(lm, fr.rgb, k, base_ms, fr.t)
             infer_s += time.perf_counter() - t0
             misses += 1
             if cache is not None:
