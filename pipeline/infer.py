@@ -128,32 +128,37 @@ def _on_missing(name: str) -> Callable[[str], object]:
     return getattr_
 
 
-def load(options: InferOptions) -> object:
-    """Create (or reuse) this process's PoseLandmarker for ``options``."""
-    global _LANDMARKER, _LOADED
-    if _LANDMARKER is not None and _LOADED == options:
-        return _LANDMARKER
+def create(options: InferOptions, video: bool = True) -> object:
+    """A new PoseLandmarker for ``options``, in VIDEO mode (tracking) or IMAGE mode (stills)."""
     _import_tasks()
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.vision import pose_landmarker
     from mediapipe.tasks.python.vision.core.vision_task_running_mode import VisionTaskRunningMode
 
-    close()
     opts = pose_landmarker.PoseLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=options.model_path),
-        running_mode=VisionTaskRunningMode.VIDEO,
+        running_mode=VisionTaskRunningMode.VIDEO if video else VisionTaskRunningMode.IMAGE,
         num_poses=options.num_poses,
         min_pose_detection_confidence=options.min_detection,
         min_pose_presence_confidence=options.min_presence,
         min_tracking_confidence=options.min_tracking,
     )
     try:
-        _LANDMARKER = pose_landmarker.PoseLandmarker.create_from_options(opts)
+        return pose_landmarker.PoseLandmarker.create_from_options(opts)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
             f"model file {options.model_path} could not be loaded by MediaPipe ({exc}): expected a "
             "pose landmarker .task bundle"
         ) from None
+
+
+def load(options: InferOptions) -> object:
+    """Create (or reuse) this process's VIDEO-mode PoseLandmarker for ``options``."""
+    global _LANDMARKER, _LOADED
+    if _LANDMARKER is not None and _LOADED == options:
+        return _LANDMARKER
+    close()
+    _LANDMARKER = create(options)
     _LOADED = options
     return _LANDMARKER
 
@@ -181,32 +186,39 @@ def warm(options: InferOptions) -> int:
         return os.getpid()
     blank = np.zeros((64, 64, 3), np.uint8)
     _CLOCK_MS += 1000
-    lm.detect_for_video(_image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
+    lm.detect_for_video(image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
     return os.getpid()
 
 
-def _image(rgb: np.ndarray) -> object:
+def image(rgb: np.ndarray) -> object:
+    """A MediaPipe image over an RGB uint8 (h, w, 3) array."""
     from mediapipe.python._framework_bindings.image import Image
     from mediapipe.python._framework_bindings.image_frame import ImageFormat
 
     return Image(image_format=ImageFormat.SRGB, data=rgb)
 
 
-def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tuple[np.ndarray, ...]:
-    """Run the landmarker on one frame: (xy (k,33,2), visibility (k,33), world (k,33,3))."""
-    global _CLOCK_MS
-    _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(t * 1000)))
-    res = lm.detect_for_video(_image(rgb), _CLOCK_MS)  # type: ignore[attr-defined]
+def unpack(res: object, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A landmarker result as (xy (k,33,2), visibility (k,33), world (k,33,3)), NaN-filled past
+    the poses found."""
     xy = np.full((k, N_LANDMARKS, 2), np.nan, np.float32)
     v = np.zeros((k, N_LANDMARKS), np.float32)
     w = np.full((k, N_LANDMARKS, 3), np.nan, np.float32)
-    for p, (lms, wlms) in enumerate(zip(res.pose_landmarks, res.pose_world_landmarks, strict=True)):
+    found = zip(res.pose_landmarks, res.pose_world_landmarks, strict=True)  # type: ignore[attr-defined]
+    for p, (lms, wlms) in enumerate(found):
         if p >= k:
             break
         xy[p] = [(q.x, q.y) for q in lms]
         v[p] = [q.visibility if q.visibility is not None else 0.0 for q in lms]
         w[p] = [(q.x, q.y, q.z) for q in wlms]
     return xy, v, w
+
+
+def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tuple[np.ndarray, ...]:
+    """Run the landmarker on one frame: (xy (k,33,2), visibility (k,33), world (k,33,3))."""
+    global _CLOCK_MS
+    _CLOCK_MS = max(_CLOCK_MS + 1, base_ms + int(round(t * 1000)))
+    return unpack(lm.detect_for_video(image(rgb), _CLOCK_MS), k)  # type: ignore[attr-defined]
 
 
 def run_chunk(job: ChunkJob) -> ChunkResult:

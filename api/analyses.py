@@ -1,0 +1,261 @@
+"""``/v1/analyses``: upload a video, follow its job, fetch the result and its files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
+from litestar.params import Body, Parameter
+from litestar.response import File, ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from pipeline.config import AUTO, DEFAULT_FPS
+from pipeline.errors import FormcheckError
+from pipeline.exercises import GENERIC, NAMES
+
+from .jobs import ARTIFACTS, artifact_dir
+from .service import Service
+from .store import TERMINAL, Job, NewJob
+
+EXERCISES = (AUTO, GENERIC, *NAMES)
+COPY_CHUNK = 1 << 20
+SSE_POLL_S = 0.5
+FILES = {"annotated.mp4": "video/mp4", "reps.png": "image/png", "angles.csv": "text/csv",
+         "analysis.json": "application/json"}
+
+
+class Unprocessable(ClientException):
+    status_code = 422
+
+
+def view(job: Job, live_progress: float | None = None) -> dict[str, Any]:
+    """A job as the API shows it."""
+    progress = live_progress if live_progress is not None and job.status == "running" else job.progress
+    return {
+        "id": job.id, "status": job.status, "progress": round(progress, 3), "phase": job.phase,
+        "error": job.error, "filename": job.filename, "params": json.loads(job.params),
+        "created_at": job.created_at, "updated_at": job.updated_at, "attempts": job.attempts,
+        "result": json.loads(job.result) if job.result else None,
+        "links": {"self": f"/v1/analyses/{job.id}", "events": f"/v1/analyses/{job.id}/events",
+                  **({name: f"/v1/analyses/{job.id}/{name}" for name in FILES} if job.status == "done" else {})},
+    }
+
+
+def _params(fields: dict[str, Any]) -> dict[str, object]:
+    exercise = str(fields.get("exercise") or AUTO).strip()
+    if exercise not in EXERCISES:
+        raise Unprocessable(detail=f"exercise must be one of {', '.join(EXERCISES)}; got {exercise!r}")
+    raw_fps = fields.get("fps")
+    try:
+        fps = DEFAULT_FPS if raw_fps in (None, "") else float(raw_fps)
+    except (TypeError, ValueError):
+        raise Unprocessable(detail=f"fps must be a number >= 0 (0: every frame); got {raw_fps!r}") from None
+    if not 0 <= fps <= 240:
+        raise Unprocessable(detail=f"fps must be 0..240 (0: every frame); got {fps:g}")
+    return {"exercise": exercise, "fps": fps}
+
+
+def _save(upload: UploadFile, dest: Path, limit: int) -> int:
+    """Copy the upload to ``dest`` (in a thread); the byte count."""
+    size = 0
+    tmp = dest.with_name(dest.name + ".part")
+    src = upload.file
+    src.seek(0)
+    with open(tmp, "wb") as out:
+        while chunk := src.read(COPY_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                tmp.unlink(missing_ok=True)
+                raise _TooLarge(limit)
+            out.write(chunk)
+    tmp.rename(dest)
+    return size
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _check_video(service: Service, path: Path, params: dict[str, object]) -> str:
+    """Probe (a garbage upload fails here, before it is queued) and return the result key."""
+    from pipeline.decode import probe
+    from pipeline.stored import resolve_model, result_key
+
+    info = probe(str(path))
+    limit = service.settings.server.max_duration_s
+    if info.duration_s > limit:
+        raise Unprocessable(detail=f"the video lasts {info.duration_s:.0f} s: the limit is {limit} s "
+                                   "(FORMCHECK_MAX_DURATION_S)")
+    cfg = service.analysis_config(params)
+    return result_key(str(path), cfg, resolve_model(cfg))
+
+
+class Analyses(Controller):
+    path = "/v1/analyses"
+    tags = ["analyses"]
+
+    @post("/", status_code=HTTP_202_ACCEPTED, summary="Upload a video for analysis",
+          responses=None)
+    async def create(
+        self, request: Request[Any, Any, Any],
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART,
+                                             description="multipart: file (video), exercise, fps")],
+    ) -> Response[dict[str, Any]]:
+        service: Service = request.app.state.service
+        srv = service.settings.server
+        upload = data.get("file")
+        if isinstance(upload, list):
+            raise ClientException(detail=f"expected one video in the 'file' field, got {len(upload)}")
+        if not isinstance(upload, UploadFile):
+            raise ClientException(detail="expected a multipart/form-data upload with the video in a field "
+                                         f"named 'file'; got fields {sorted(data)}")
+        params = _params(data)
+        counts = await service.store.counts()
+        if counts["queued"] >= srv.queue_max:
+            raise ServiceUnavailableException(
+                detail=f"the queue is full ({counts['queued']} jobs waiting, limit {srv.queue_max}): retry later",
+                headers={"Retry-After": "30"})
+        job_id = secrets.token_hex(10)
+        suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"
+        dest = service.upload_path(job_id, suffix if suffix.isascii() and suffix[1:].isalnum() else ".bin")
+        limit = srv.max_upload_mb << 20
+        try:
+            size = await asyncio.to_thread(_save, upload, dest, limit)
+        except _TooLarge:
+            raise ClientException(status_code=413, detail=f"the upload exceeds {srv.max_upload_mb} MB, the limit "
+                                                          "(FORMCHECK_MAX_UPLOAD_MB)") from None
+        finally:
+            await upload.close()
+        if size == 0:
+            dest.unlink(missing_ok=True)
+            raise Unprocessable(detail="the uploaded file is empty (0 bytes): expected a video")
+        try:
+            key = await asyncio.to_thread(_check_video, service, dest, params)
+        except FormcheckError as exc:
+            dest.unlink(missing_ok=True)
+            shown = repr(upload.filename or "the upload")
+            raise Unprocessable(detail=str(exc).replace(repr(str(dest)), shown).replace(str(dest), shown)) from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        new = NewJob(job_id, request.user.id, upload.filename or dest.name, str(dest), json.dumps(params), key)
+        done = await service.store.done_with_key(key)
+        if done is not None and done.result and (artifact_dir(srv.artifacts, done) / ARTIFACTS[0]).exists():
+            job = await service.store.add_done(new, done.result, time.time())
+            dest.unlink(missing_ok=True)
+            return Response(view(job), status_code=HTTP_200_OK,
+                            headers={"Location": f"/v1/analyses/{job.id}", "X-Cache": "HIT"})
+        job = await service.store.add_job(new, time.time())  # persisted before the 202
+        service.runner.wake()
+        headers = {"Location": f"/v1/analyses/{job.id}", "X-Cache": "MISS"}
+        return Response({"id": job.id, "status": job.status, "links": view(job)["links"]},
+                        status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @get("/", summary="The caller's analyses, newest first")
+    async def list_own(
+        self, request: Request[Any, Any, Any],
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20, offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        service: Service = request.app.state.service
+        jobs, total = await service.store.list_jobs(request.user.id, limit, offset)
+        nxt = offset + limit if offset + limit < total else None
+        items = [{k: v for k, v in view(j).items() if k != "result"} for j in jobs]
+        return {"items": items, "total": total, "limit": limit, "offset": offset,
+                "next": None if nxt is None else f"/v1/analyses?limit={limit}&offset={nxt}"}
+
+    @get("/{job_id:str}", summary="An analysis: status, progress, error, result")
+    async def read(self, request: Request[Any, Any, Any], job_id: str) -> dict[str, Any]:
+        service: Service = request.app.state.service
+        job = await _own(service, request, job_id)
+        live = service.runner.live.get(job.id)
+        return view(job, live.progress if live else None)
+
+    @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files")
+    async def remove(self, request: Request[Any, Any, Any], job_id: str) -> None:
+        service: Service = request.app.state.service
+        job = await service.store.delete_job(job_id, request.user.id)
+        if job is None:
+            raise _not_found(job_id)
+        service.runner.cancel(job.id)
+        if await service.store.count_with_upload(job.upload_path) == 0:
+            Path(job.upload_path).unlink(missing_ok=True)
+        if job.result_key and await service.store.done_with_key(job.result_key) is None:
+            out = artifact_dir(service.settings.server.artifacts, job)
+            await asyncio.to_thread(shutil.rmtree, out, True)
+
+    @get("/{job_id:str}/events", summary="Server-Sent Events: progress, then the final state")
+    async def events(self, request: Request[Any, Any, Any], job_id: str) -> ServerSentEvent:
+        service: Service = request.app.state.service
+        await _own(service, request, job_id)
+        return ServerSentEvent(_follow(service, request.user.id, job_id), headers={"Cache-Control": "no-cache"})
+
+    @get("/{job_id:str}/{name:str}", summary="A file of a finished analysis: annotated.mp4, reps.png, "
+                                              "angles.csv or analysis.json")
+    async def artifact(self, request: Request[Any, Any, Any], job_id: str, name: str) -> File:
+        service: Service = request.app.state.service
+        if name not in FILES:
+            raise NotFoundException(detail=f"no file {name!r}: expected one of {', '.join(FILES)}")
+        job = await _own(service, request, job_id)
+        if job.status != "done":
+            raise ClientException(status_code=409, detail=f"analysis {job_id} is {job.status}: its files exist "
+                                                          "once it is done")
+        path = artifact_dir(service.settings.server.artifacts, job) / name
+        if not path.exists():
+            raise NotFoundException(detail=f"{name} of analysis {job_id} is not available (not rendered)")
+        return File(path, media_type=FILES[name], filename=name, content_disposition_type="inline")
+
+
+def _not_found(job_id: str) -> NotFoundException:
+    return NotFoundException(detail=f"no analysis {job_id!r} for this API key")
+
+
+async def _own(service: Service, request: Request[Any, Any, Any], job_id: str) -> Job:
+    job = await service.store.get_job(job_id, request.user.id)
+    if job is None:
+        raise _not_found(job_id)
+    return job
+
+
+async def _follow(service: Service, owner: str, job_id: str) -> AsyncIterator[ServerSentEventMessage]:
+    """Progress while the job runs (from this process's runner when it runs here, else from the
+    database, so any API worker can follow any job), then the final state, then the end."""
+    last: tuple[str, float, str] | None = None
+    seq = 0
+    while True:
+        job = await service.store.get_job(job_id, owner)
+        if job is None:
+            yield ServerSentEventMessage(event="error", data=json.dumps({"detail": f"analysis {job_id} was deleted"}))
+            return
+        live = service.runner.live.get(job_id)
+        progress = live.progress if live is not None and job.status == "running" else job.progress
+        phase = live.phase if live is not None and job.status == "running" else job.phase
+        state = (job.status, round(progress, 3), phase)
+        if job.status in TERMINAL:
+            seq += 1
+            yield ServerSentEventMessage(event=job.status, id=seq, data=json.dumps(view(job)))
+            return
+        if state != last:
+            seq += 1
+            yield ServerSentEventMessage(event="progress", id=seq, data=json.dumps(
+                {"id": job_id, "status": job.status, "progress": state[1], "phase": phase}))
+            last = state
+        if live is not None:
+            live.changed.clear()
+            try:
+                await asyncio.wait_for(live.changed.wait(), SSE_POLL_S)
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(SSE_POLL_S)

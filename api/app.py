@@ -1,0 +1,156 @@
+"""The Litestar application: routes, middleware, errors, lifecycle.
+
+Everything here is Litestar's own machinery, configured: rate limiting (``limits``),
+compression (gzip, brotli), CORS, Prometheus, problem details (RFC 9457), OpenAPI at
+``/schema``. Two small pieces are ours: ``X-Response-Time`` and the security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import limits
+from .analyses import Analyses
+from .auth import PUBLIC, KeyAuth
+from .frames import Frames
+from .health import Health, Metrics
+from .service import Service
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Set on every response, errors included (Litestar's response_headers skip exception responses).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+# HTML is served only by the OpenAPI viewers under /schema, which load their script from a CDN
+HTML_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://unpkg.com; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com https://unpkg.com; "
+            "img-src 'self' data: https://cdn.jsdelivr.net; font-src https://fonts.gstatic.com; connect-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def response_time(app: ASGIApp) -> ASGIApp:
+    """``X-Response-Time`` (milliseconds to the response's start) and the security headers (a CSP
+    among them) on every response."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def stamp(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableScopeHeaders.from_message(message)
+                headers["X-Response-Time"] = f"{(time.perf_counter() - t0) * 1000:.1f}ms"
+                html = "text/html" in (headers.get("content-type") or "")
+                headers["Content-Security-Policy"] = HTML_CSP if html else API_CSP
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await app(scope, receive, stamp)
+
+    return middleware
+
+
+def _problem(exc: HTTPException) -> ProblemDetailsException:
+    status = exc.status_code
+    detail = exc.detail
+    extra = exc.extra
+    if isinstance(exc, ValidationException) and isinstance(extra, list):
+        parts = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in extra if isinstance(e, dict)]
+        detail = f"{detail}: {'; '.join(parts)}" if parts else detail
+    if status == 413 and "limit" not in str(detail):
+        detail = "the request body is larger than the upload limit"
+    headers = dict(exc.headers or {})
+    if status == 429:
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
+        detail = "rate limit exceeded: retry after the number of seconds in Retry-After"
+    return ProblemDetailsException(status_code=status, title=HTTPStatus(status).phrase, detail=str(detail),
+                                   headers=headers, extra=extra if isinstance(extra, dict) else None)
+
+
+def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = {"status": 500, "title": "Internal Server Error",
+            "detail": f"the server failed on this request ({type(exc).__name__}); it was logged"}
+    return Response(body, status_code=500, media_type="application/problem+json")
+
+
+def create_app(settings: Settings, workers: int | None = None, warm: bool = True, render_video: bool = True,
+               stores: dict[str, Store] | None = None) -> Litestar:
+    """The app; its lifespan starts the store, the pool (warm) and the job runner."""
+    srv = settings.server
+    service = Service(settings, workers or settings.workers, warm=warm, render_video=render_video)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    if stores is None:
+        stores = _stores(settings)
+    middleware: list[Any] = [response_time]
+    middleware += [c.middleware for c in limits.configs(srv.rate_limit, srv.post_rate_limit)]
+    middleware.append(DefineMiddleware(KeyAuth, exclude=PUBLIC))
+    prometheus = PrometheusConfig(app_name="formcheck", prefix="formcheck", group_path=True,
+                                  exclude=["^/metrics"])
+    middleware.insert(1, prometheus.middleware)
+    return Litestar(
+        route_handlers=[Analyses, Frames, Health, Metrics],
+        lifespan=[lifespan],
+        middleware=middleware,
+        stores=stores,
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(
+            exception_to_problem_detail_map={HTTPException: _problem}))],
+        exception_handlers={Exception: _crash},
+        compression_config=CompressionConfig(backend="brotli", brotli_gzip_fallback=True, minimum_size=500,
+                                             exclude=["^/v1/analyses/[^/]+/events$", r"\.mp4$", r"\.png$"]),
+        cors_config=CORSConfig(allow_origins=list(srv.cors_origins), allow_headers=["Authorization", "Content-Type"],
+                               expose_headers=["Location", "X-Cache", "X-Response-Time", "Retry-After",
+                                               "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"])
+        if srv.cors_origins else None,
+        openapi_config=OpenAPIConfig(title="formcheck", version="1", path="/schema",
+                                     description="Pose analysis of workout videos: reps, range of motion, tempo."),
+        request_max_body_size=(srv.max_upload_mb << 20) + (1 << 20),
+        multipart_form_part_limit=1000,
+    )
+
+
+def _stores(settings: Settings) -> dict[str, Store]:
+    """The rate limits' stores: Redis (shared by every worker process) when configured."""
+    if settings.redis_url:
+        from litestar.stores.redis import RedisStore
+
+        return {name: RedisStore.with_client(url=settings.redis_url, namespace=f"formcheck:{name}")
+                for name in ("rate_limit", "rate_limit_posts")}
+    return {"rate_limit": MemoryStore(), "rate_limit_posts": MemoryStore()}

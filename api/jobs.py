@@ -1,0 +1,231 @@
+"""The job runner: claims persisted jobs, runs them on the inference pool, records the outcome.
+
+Nothing here runs CPU work on the event loop: an analysis runs in a thread (the pipeline's
+``analyze``, whose inference chunks go to the process pool through the executor seam), and
+the loop only claims, renews leases and records results.
+
+A job is claimed with a lease this runner renews while it works; if the process dies, the
+lease runs out and any runner (this one after a restart included) claims the job again. A
+pool worker that dies mid-job breaks the pool: the pool is replaced and the job goes back
+to the queue until it has had ``attempts`` tries, then it fails with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import AnalysisConfig
+from pipeline.errors import FormcheckError, WorkerError
+
+from .pools import PoolHolder
+from .store import Job, Store
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = ("analysis.json", "angles.csv", "reps.png", "annotated.mp4")
+
+
+@dataclass
+class Live:
+    """What a running job reports between lease renewals (read by SSE in this process)."""
+
+    progress: float = 0.0
+    phase: str = "analyzing"
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def artifact_dir(root: Path, job: Job) -> Path:
+    """Where a job's files go: shared by jobs with the same content and parameters."""
+    name = job.result_key.split(":")[-1] if job.result_key else job.id
+    return root / name
+
+
+@dataclass
+class Runner:
+    store: Store
+    pools: PoolHolder
+    config_for: Callable[[Job], AnalysisConfig]
+    artifacts: Path
+    attempts: int = 3
+    concurrency: int = 2
+    lease_s: float = 30.0
+    poll_s: float = 0.5
+    render_video: bool = True
+    name: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
+    live: dict[str, Live] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _loop_task: asyncio.Task[None] | None = None
+    _cancel: dict[str, threading.Event] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._claim_loop(), name="formcheck-runner")
+
+    def wake(self) -> None:
+        """A job was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            job = None
+            if len(self._tasks) < self.concurrency:
+                try:
+                    job = await self.store.claim(self.name, time.time(), self.lease_s, self.attempts)
+                except Exception:  # a database hiccup must not kill the runner: retry at the next poll
+                    log.exception("claiming a job failed")
+            if job is not None:
+                task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _run(self, job: Job) -> None:
+        live = self.live.setdefault(job.id, Live())
+        loop = asyncio.get_running_loop()
+        cancel = self._cancel.setdefault(job.id, threading.Event())
+
+        def report(progress: float, phase: str) -> None:  # called from the analysis thread
+            def apply() -> None:
+                live.progress, live.phase = progress, phase
+                live.changed.set()
+            loop.call_soon_threadsafe(apply)
+
+        log.info("job started", extra={"job": job.id, "attempt": job.attempts, "runner": self.name})
+        beat = loop.create_task(self._renew(job, live))
+        try:
+            summary = await asyncio.to_thread(self._work, job, report, cancel)
+        except asyncio.CancelledError:
+            raise
+        except _Shutdown:
+            await self.store.release(job.id, self.name, time.time(), count_attempt=False)
+            log.info("job re-queued at shutdown", extra={"job": job.id})
+        except WorkerError as exc:
+            await self._worker_failed(job, exc)
+        except (FormcheckError, OSError) as exc:
+            await self.store.fail(job.id, self.name, str(exc), time.time())
+            log.info("job failed", extra={"job": job.id, "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a job must end in a state, whatever went wrong
+            log.exception("job crashed", extra={"job": job.id})
+            await self.store.fail(job.id, self.name, f"unexpected error ({type(exc).__name__}): {exc}", time.time())
+        else:
+            ok = await self.store.finish(job.id, self.name, json.dumps(summary, allow_nan=False), time.time())
+            log.info("job done" if ok else "job done but lost its lease", extra={"job": job.id})
+        finally:
+            beat.cancel()
+            live.phase = "ended"
+            live.changed.set()
+            self.live.pop(job.id, None)
+            self._cancel.pop(job.id, None)
+
+    async def _worker_failed(self, job: Job, exc: WorkerError) -> None:
+        self.pools.replace_if_broken()
+        if job.attempts < self.attempts:
+            await self.store.release(job.id, self.name, time.time(), count_attempt=True)
+            log.warning("job re-queued after a worker failure", extra={"job": job.id, "error": str(exc)})
+        else:
+            reason = f"gave up after {job.attempts} attempts: {exc}"
+            await self.store.fail(job.id, self.name, reason, time.time())
+            log.warning("job failed", extra={"job": job.id, "error": reason})
+
+    async def _renew(self, job: Job, live: Live) -> None:
+        while True:
+            await asyncio.sleep(min(self.lease_s / 3, 2.0))
+            try:
+                held = await self.store.renew(job.id, self.name, time.time(), self.lease_s, live.progress, live.phase)
+            except Exception:  # keep trying: the lease is long enough to ride out a blip
+                log.exception("renewing the lease of job %s failed", job.id)
+                continue
+            if not held:
+                log.warning("lost the lease of job %s", job.id)
+                cancel = self._cancel.get(job.id)
+                if cancel is not None:
+                    cancel.set()
+                return
+
+    def _work(self, job: Job, report: Callable[[float, str], None], cancel: threading.Event) -> dict[str, object]:
+        """The analysis and its files (in a worker thread)."""
+        from pipeline import outputs
+        from pipeline.analyze import analyze
+
+        cfg = self.config_for(job)
+
+        def progress(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise _Shutdown()
+            report(0.9 * done / max(total, 1), "analyzing")
+
+        try:
+            result = analyze(job.upload_path, cfg, self.pools.executor(), progress)
+        except BrokenProcessPool as exc:
+            raise WorkerError(f"an inference worker died: {exc}") from exc
+        if cancel.is_set():
+            raise _Shutdown()
+        out = artifact_dir(self.artifacts, job)
+        tmp = out.with_name(out.name + f".tmp-{self.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / ARTIFACTS[-1 if self.render_video else -2]).exists():
+            report(0.9, "rendering")
+            video_total = max(len(result.pose), 1)
+
+            def video_progress(done: int, total: int) -> None:
+                if cancel.is_set():
+                    raise _Shutdown()
+                report(0.9 + 0.1 * done / max(total, video_total), "rendering")
+
+            outputs.write_all(result, tmp, video_progress, video=self.render_video)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+        return result.summary
+
+    def cancel(self, job_id: str) -> None:
+        """Stop working on a job (it was deleted)."""
+        ev = self._cancel.get(job_id)
+        if ev is not None:
+            ev.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Claim nothing more; give running jobs ``grace_s`` to finish, then re-queue them."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if not pending:
+            return
+        for job_id in list(self._cancel):  # back to the queue now: a restart resumes them at once
+            self._cancel[job_id].set()
+            await self.store.release(job_id, self.name, time.time(), count_attempt=False)
+            log.info("job re-queued at shutdown", extra={"job": job_id})
+        self.pools.close(kill=True)  # the analysis threads wake with a broken pool and end
+        await asyncio.wait(pending, timeout=10.0)
+
+
+class _Shutdown(Exception):
+    """Raised inside the analysis thread to abandon a job that is re-queued."""

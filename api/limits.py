@@ -1,0 +1,88 @@
+"""Per-key rate limits on Litestar's rate-limit middleware.
+
+Two limits, each with its own store (a shared store would mix their histories): every
+request, and the expensive posts (analyses, recommendations). A caller is its API key (the
+key's hash, so it never reaches the store in clear) or, without a key, its address. With
+Redis configured the stores are Redis, so every API worker process counts together.
+
+Litestar's windows are a second, minute, hour or day; ``window_s`` allows any (15 minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from time import time
+from typing import Any
+
+from litestar import Request
+from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
+from litestar.serialization import decode_json, encode_json
+from litestar.stores.base import Store
+
+from .settings import Limit
+
+POST_PATHS = ("/v1/analyses", "/v1/recommendations")
+
+
+def caller(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    if header:
+        return "key:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+    return "addr:" + get_remote_address(request)
+
+
+class WindowLimit(RateLimitMiddleware):
+    """Litestar's middleware with a window of any length (``config.window_s``)."""
+
+    config: WindowConfig
+
+    async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
+        now = int(time())
+        raw = await store.get(key)
+        if raw:
+            obj = CacheObject(**decode_json(value=raw))
+            if obj.reset > now:
+                return obj
+        return CacheObject(history=[], reset=now + self.config.window_s)
+
+    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
+        cache_object.history = [int(time()), *cache_object.history]
+        await store.set(key, encode_json(cache_object), expires_in=max(1, cache_object.reset - int(time())))
+
+    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        used = len(cache_object.history)
+        reset = str(max(0, cache_object.reset - int(time())))
+        headers = {
+            self.config.rate_limit_policy_header_key: f"{self.max_requests}; w={self.config.window_s}",
+            self.config.rate_limit_limit_header_key: str(self.max_requests),
+            self.config.rate_limit_remaining_header_key: str(max(0, self.max_requests - used)),
+            self.config.rate_limit_reset_header_key: reset,
+        }
+        if used >= self.max_requests:
+            headers["Retry-After"] = reset
+        return headers
+
+
+class PostLimit(WindowLimit):
+    """The same, for the expensive posts only (its own history key)."""
+
+
+@dataclass
+class WindowConfig(RateLimitConfig):
+    window_s: int = 60
+
+
+async def _is_post(request: Request[Any, Any, Any]) -> bool:
+    return request.method == "POST" and request.url.path.rstrip("/") in POST_PATHS
+
+
+def configs(overall: Limit, posts: Limit) -> list[WindowConfig]:
+    public = ["^/health", "^/metrics", "^/schema"]
+    return [
+        WindowConfig(rate_limit=("second", overall.count), window_s=overall.window_s, middleware_class=WindowLimit,
+                     identifier_for_request=caller, exclude=public, store="rate_limit"),
+        WindowConfig(rate_limit=("second", posts.count), window_s=posts.window_s, middleware_class=PostLimit,
+                     identifier_for_request=caller, check_throttle_handler=_is_post, exclude=public,
+                     store="rate_limit_posts"),
+    ]

@@ -1,0 +1,32 @@
+"""Service metrics beside Litestar's request metrics (``/metrics``, Prometheus text format).
+
+With several API worker processes, ``formcheck serve`` sets ``PROMETHEUS_MULTIPROC_DIR``
+before anything imports prometheus_client, so every process writes its samples there and
+``/metrics`` adds them up (gauges: the most recent value, or the sum across live processes).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+JOBS = Gauge("formcheck_jobs", "Jobs by state (from the database, at scrape time)", ["state"],
+             multiprocess_mode="mostrecent")
+JOB_OUTCOMES = Counter("formcheck_job_outcomes", "Jobs ended by this service, by outcome", ["outcome"])
+FRAMES = Counter("formcheck_frames_analyzed", "Frames analyzed (videos and still frames)", ["source"])
+INFER_SECONDS = Counter("formcheck_inference_seconds", "Seconds spent in the pose model", ["source"])
+CACHE = Counter("formcheck_cache_lookups", "Cache lookups by tier and outcome", ["tier", "outcome"])
+POOL_SIZE = Gauge("formcheck_pool_workers", "Inference processes configured", multiprocess_mode="livesum")
+POOL_ALIVE = Gauge("formcheck_pool_workers_alive", "Inference processes alive", multiprocess_mode="livesum")
+POOL_REPLACED = Counter("formcheck_pool_replaced", "Inference pools replaced after a worker died")
+QUEUE = Gauge("formcheck_queue_depth", "Queued jobs (from the database, at scrape time)",
+              multiprocess_mode="mostrecent")
+
+
+def count_cache(tiers: dict[str, dict[str, int]], before: dict[str, dict[str, int]] | None = None) -> None:
+    """Add the change in a TieredCache's per-tier hit/miss counts since ``before``."""
+    for tier, st in tiers.items():
+        for outcome in ("hits", "misses"):
+            prev = (before or {}).get(tier, {}).get(outcome, 0)
+            delta = st.get(outcome, 0) - prev
+            if delta > 0:
+                CACHE.labels(tier, outcome).inc(delta)

@@ -1,0 +1,104 @@
+"""Single images (``POST /v1/frames``): decode, find the pose, return landmarks.
+
+Runs in an inference worker like :func:`pipeline.infer.run_chunk`: the encoded bytes cross
+the process boundary (tens of kilobytes), never the decoded pixels. Each image is
+independent, so the worker keeps a second landmarker in IMAGE mode beside its VIDEO one.
+Landmarks of pixels seen before come from the per-frame cache (the key says IMAGE mode:
+tracking in a video gives different landmarks than a detection on a still).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import infer
+from .cache import CacheConfig, shared
+from .cache.keys import frame_key
+from .decode import MAX_PIXELS, halvings
+from .errors import InputError
+from .serialize import frame_from_bytes, frame_to_bytes
+
+MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
+
+
+class NotAnImage(InputError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StillJob:
+    data: bytes  # the encoded image as uploaded
+    name: str  # for error messages
+    max_side: int
+    options: infer.InferOptions
+    cache: CacheConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StillResult:
+    """xy (k, 33, 2) normalized; visibility (k, 33); world (k, 33, 3) metres; NaN where no pose."""
+
+    xy: np.ndarray
+    visibility: np.ndarray
+    world: np.ndarray
+    size: tuple[int, int]  # (w, h) of the analyzed (downscaled) image
+    infer_s: float
+    cached: bool
+
+
+def image_kind(data: bytes) -> str | None:
+    """'jpeg' or 'png' from the leading bytes, else None."""
+    return next((kind for magic, kind in MAGIC.items() if data.startswith(magic)), None)
+
+
+def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
+    """RGB uint8 (h, w, 3), halved until its longer side is at most ``max_side``."""
+    if image_kind(data) is None:
+        raise NotAnImage(f"{name!r} is not a JPEG or PNG image (first bytes {data[:8]!r}): expected one of those")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise NotAnImage(f"{name!r} looks like an image but could not be decoded: expected a complete JPEG or PNG")
+    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
+        raise NotAnImage(f"{name!r} is {bgr.shape[1]}x{bgr.shape[0]}: expected at most {MAX_PIXELS} pixels")
+    for _ in range(halvings(bgr.shape[1], bgr.shape[0], max_side)):
+        bgr = cv2.resize(bgr, (bgr.shape[1] // 2, bgr.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+_IMAGE_LANDMARKER: object | None = None
+_IMAGE_OPTIONS: infer.InferOptions | None = None
+
+
+def _landmarker(options: infer.InferOptions) -> object:
+    global _IMAGE_LANDMARKER, _IMAGE_OPTIONS
+    if _IMAGE_LANDMARKER is None or _IMAGE_OPTIONS != options:
+        _IMAGE_LANDMARKER = infer.create(options, video=False)
+        _IMAGE_OPTIONS = options
+    return _IMAGE_LANDMARKER
+
+
+def run_still(job: StillJob) -> StillResult:
+    rgb = decode_image(job.data, job.name, job.max_side)
+    o = job.options
+    params = {"model": o.model_id or o.model_path, "k": o.num_poses, "det": o.min_detection,
+              "pres": o.min_presence, "trk": o.min_tracking, "mode": "image"}
+    cache = shared(job.cache, infer.WORKER_MEMORY_CACHE) if job.cache is not None else None
+    key = frame_key(rgb, params) if cache is not None else ""
+    size = (rgb.shape[1], rgb.shape[0])
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        xy, v, w = frame_from_bytes(hit)
+        return StillResult(xy, v, w, size, 0.0, True)
+    lm = _landmarker(o)
+    t0 = time.perf_counter()
+    res = lm.detect(infer.image(rgb))  # type: ignore[attr-defined]
+    infer_s = time.perf_counter() - t0
+    xy, v, w = infer.unpack(res, o.num_poses)
+    if cache is not None:
+        cache.put(key, frame_to_bytes(xy, v, w))
+    return StillResult(xy, v, w, size, infer_s, False)
+
