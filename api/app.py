@@ -53,29 +53,29 @@ HTML_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.j
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def response_time(app: ASGIApp) -> ASGIApp:
-    """``X-Response-Time`` (milliseconds to the response's start) and the security headers (a CSP
-    among them) on every response."""
+def response_clock(app: ASGIApp) -> ASGIApp:
+    """Notes when the request arrived (the outermost middleware), for ``X-Response-Time``."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-
-        async def stamp(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                headers["X-Response-Time"] = f"{(time.perf_counter() - t0) * 1000:.1f}ms"
-                html = "text/html" in (headers.get("content-type") or "")
-                headers["Content-Security-Policy"] = HTML_CSP if html else API_CSP
-                for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
-            await send(message)
-
-        await app(scope, receive, stamp)
+        scope.setdefault("state", {})["formcheck_t0"] = time.perf_counter()
+        await app(scope, receive, send)
 
     return middleware
+
+
+async def stamp(message: Message, scope: Scope) -> None:
+    """Before every response start, error responses included (they are sent outside the
+    middleware stack): ``X-Response-Time`` and the security headers, a CSP among them."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    t0 = scope.get("state", {}).get("formcheck_t0")
+    if t0 is not None:
+        headers["X-Response-Time"] = f"{(time.perf_counter() - t0) * 1000:.1f}ms"
+    html = "text/html" in (headers.get("content-type") or "")
+    headers["Content-Security-Policy"] = HTML_CSP if html else API_CSP
+    for name, value in SECURITY_HEADERS.items():
+        headers[name] = value
 
 
 def _problem(exc: HTTPException) -> ProblemDetailsException:
@@ -119,7 +119,7 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
 
     if stores is None:
         stores = _stores(settings)
-    middleware: list[Any] = [response_time]
+    middleware: list[Any] = [response_clock]
     middleware += [c.middleware for c in limits.configs(srv.rate_limit, srv.post_rate_limit)]
     middleware.append(DefineMiddleware(KeyAuth, exclude=PUBLIC))
     prometheus = PrometheusConfig(app_name="formcheck", prefix="formcheck", group_path=True,
@@ -143,6 +143,8 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
                                      description="Pose analysis of workout videos: reps, range of motion, tempo."),
         request_max_body_size=(srv.max_upload_mb << 20) + (1 << 20),
         multipart_form_part_limit=1000,
+        before_send=[stamp],
+        logging_config=None,  # logs.configure sets up logging once per process
     )
 
 

@@ -58,6 +58,20 @@ def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
     _common(a, cfg)
     d = sub.add_parser("demo", help="download a real sample clip (from the sports2d wheel) and analyze it")
     _common(d, cfg, default_out="formcheck-demo")
+    sv = sub.add_parser("serve", help="run the HTTP API (uploads, jobs, frames, results)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=_bounded(1, 65535), default=8000, help="port (default 8000)")
+    sv.add_argument("--workers", type=_bounded(1, 64), default=1,
+                    help="API worker processes (default 1); FORMCHECK_WORKERS inference processes are split "
+                    "between them")
+    sv.add_argument("--open", action="store_true", help="no API keys (development only)")
+    sv.add_argument("--data-dir", type=Path, default=None,
+                    help=f"jobs database, uploads and artifacts (default {cfg.server.data_dir})")
+    k = sub.add_parser("keys", help="manage API keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create an API key and print it on stdout (shown only once)")
+    kc.add_argument("--name", default="default", help="a label for the key")
+    kc.add_argument("--data-dir", type=Path, default=None, help="as for serve")
     return p
 
 
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"formcheck: error: {exc}", file=sys.stderr)
         return 2
     args = _parser(cfg).parse_args(argv)
+    if args.command in ("serve", "keys"):
+        return _server_command(args)
     try:
         if args.command == "demo":
             print("formcheck: fetching the sample clip (sports2d wheel, cached)...", file=sys.stderr)
@@ -180,6 +196,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(_human(summary))
     return 0
+
+
+def _server_command(args: argparse.Namespace) -> int:
+    import os
+
+    from . import serve
+
+    if args.data_dir is not None:
+        os.environ["FORMCHECK_DATA_DIR"] = str(args.data_dir)  # read back by settings in every process
+    try:
+        settings.load()  # a bad setting fails here, before any process starts
+        if args.command == "keys":
+            return serve.create_key(args.name)
+        return serve.serve(args.host, args.port, args.workers, args.open)
+    except settings.SettingsError as exc:
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

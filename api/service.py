@@ -71,7 +71,7 @@ class Service:
         self.ready = True
         log.info("ready", extra={"settings": srv.describe(), "workers": self.workers})
 
-    async def stop(self, grace_s: float = 20.0) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
         self.ready = False
         runner = getattr(self, "runner", None)
         if runner is not None:
