@@ -15,7 +15,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import File, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -166,7 +166,8 @@ class Analyses(Controller):
     @get("/", summary="The caller's analyses, newest first")
     async def list_own(
         self, request: Request[Any, Any, Any],
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 20, offset: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> dict[str, Any]:
         service: Service = request.app.state.service
         jobs, total = await service.store.list_jobs(request.user.id, limit, offset)
@@ -176,14 +177,14 @@ class Analyses(Controller):
                 "next": None if nxt is None else f"/v1/analyses?limit={limit}&offset={nxt}"}
 
     @get("/{job_id:str}", summary="An analysis: status, progress, error, result")
-    async def read(self, request: Request[Any, Any, Any], job_id: str) -> dict[str, Any]:
+    async def read(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
         service: Service = request.app.state.service
         job = await _own(service, request, job_id)
         live = service.runner.live.get(job.id)
         return view(job, live.progress if live else None)
 
     @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files")
-    async def remove(self, request: Request[Any, Any, Any], job_id: str) -> None:
+    async def remove(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> None:
         service: Service = request.app.state.service
         job = await service.store.delete_job(job_id, request.user.id)
         if job is None:
@@ -196,14 +197,14 @@ class Analyses(Controller):
             await asyncio.to_thread(shutil.rmtree, out, True)
 
     @get("/{job_id:str}/events", summary="Server-Sent Events: progress, then the final state")
-    async def events(self, request: Request[Any, Any, Any], job_id: str) -> ServerSentEvent:
+    async def events(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> ServerSentEvent:
         service: Service = request.app.state.service
         await _own(service, request, job_id)
         return ServerSentEvent(_follow(service, request.user.id, job_id), headers={"Cache-Control": "no-cache"})
 
     @get("/{job_id:str}/{name:str}", summary="A file of a finished analysis: annotated.mp4, reps.png, "
                                               "angles.csv or analysis.json")
-    async def artifact(self, request: Request[Any, Any, Any], job_id: str, name: str) -> File:
+    async def artifact(self, request: Request[Any, Any, Any], job_id: FromPath[str], name: FromPath[str]) -> File:
         service: Service = request.app.state.service
         if name not in FILES:
             raise NotFoundException(detail=f"no file {name!r}: expected one of {', '.join(FILES)}")
@@ -217,18 +218,18 @@ class Analyses(Controller):
         return File(path, media_type=FILES[name], filename=name, content_disposition_type="inline")
 
 
-def _not_found(job_id: str) -> NotFoundException:
+def _not_found(job_id: FromPath[str]) -> NotFoundException:
     return NotFoundException(detail=f"no analysis {job_id!r} for this API key")
 
 
-async def _own(service: Service, request: Request[Any, Any, Any], job_id: str) -> Job:
+async def _own(service: Service, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Job:
     job = await service.store.get_job(job_id, request.user.id)
     if job is None:
         raise _not_found(job_id)
     return job
 
 
-async def _follow(service: Service, owner: str, job_id: str) -> AsyncIterator[ServerSentEventMessage]:
+async def _follow(service: Service, owner: str, job_id: FromPath[str]) -> AsyncIterator[ServerSentEventMessage]:
     """Progress while the job runs (from this process's runner when it runs here, else from the
     database, so any API worker can follow any job), then the final state, then the end."""
     last: tuple[str, float, str] | None = None

@@ -103,10 +103,10 @@ def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
 
 
 def create_app(settings: Settings, workers: int | None = None, warm: bool = True, render_video: bool = True,
-               stores: dict[str, Store] | None = None) -> Litestar:
+               run_jobs: bool = True, stores: dict[str, Store] | None = None) -> Litestar:
     """The app; its lifespan starts the store, the pool (warm) and the job runner."""
     srv = settings.server
-    service = Service(settings, workers or settings.workers, warm=warm, render_video=render_video)
+    service = Service(settings, workers or settings.workers, warm=warm, render_video=render_video, run_jobs=run_jobs)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -55,24 +55,25 @@ def serve(host: str, port: int, api_workers: int, open_mode: bool) -> int:
     return 0
 
 
-def create_key(name: str) -> int:
+async def add_key(srv: S.ServerSettings, name: str) -> str:
+    """Create a key in the store ``srv`` names; the key itself (shown once)."""
     from .keys import new_key
     from .store import open_store
 
+    srv.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(srv.database_url, srv.sqlite_path, 1, 2)
+    await store.open()
+    try:
+        key, record = new_key(name)
+        await store.add_key(record)
+    finally:
+        await store.close()
+    return key
+
+
+def create_key(name: str) -> int:
     srv = S.load().server
-
-    async def run() -> str:
-        srv.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(srv.database_url, srv.sqlite_path, 1, 2)
-        await store.open()
-        try:
-            key, record = new_key(name)
-            await store.add_key(record)
-        finally:
-            await store.close()
-        return key
-
-    key = asyncio.run(run())
+    key = asyncio.run(add_key(srv, name))
     where = S.redact(srv.database_url) if srv.database_url else str(Path(srv.sqlite_path))
     print(key)
     print(f"formcheck: created API key '{name}' in {where}; it is shown only now", file=sys.stderr)

@@ -32,6 +32,7 @@ class Service:
     workers: int  # inference processes of this API process
     warm: bool = True  # start and warm the pool before reporting ready (tests may skip it)
     render_video: bool = True
+    run_jobs: bool = True  # False: accept and serve, but leave the queue to other processes
     store: Store = field(init=False)
     pools: PoolHolder = field(init=False)
     runner: Runner = field(init=False)
@@ -66,7 +67,8 @@ class Service:
             await asyncio.to_thread(_load_kernels)
         self.runner = Runner(self.store, self.pools, self._job_config, srv.artifacts, attempts=srv.job_attempts,
                              render_video=self.render_video)
-        self.runner.start()
+        if self.run_jobs:
+            self.runner.start()
         metrics.POOL_SIZE.set(self.workers)
         self.ready = True
         log.info("ready", extra={"settings": srv.describe(), "workers": self.workers})
