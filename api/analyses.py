@@ -24,7 +24,7 @@ from pipeline.config import AUTO, DEFAULT_FPS
 from pipeline.errors import FormcheckError
 from pipeline.exercises import GENERIC, NAMES
 
-from .jobs import ARTIFACTS, artifact_dir
+from .jobs import ARTIFACTS, Live, artifact_dir
 from .service import Service
 from .store import TERMINAL, Job, NewJob
 
@@ -39,11 +39,12 @@ class Unprocessable(ClientException):
     status_code = 422
 
 
-def view(job: Job, live_progress: float | None = None) -> dict[str, Any]:
-    """A job as the API shows it."""
-    progress = live_progress if live_progress is not None and job.status == "running" else job.progress
+def view(job: Job, live: Live | None = None) -> dict[str, Any]:
+    """A job as the API shows it (``live``: this process runs it; fresher than the database)."""
+    running = live is not None and job.status == "running"
+    progress, phase = (live.progress, live.phase) if running and live is not None else (job.progress, job.phase)
     return {
-        "id": job.id, "status": job.status, "progress": round(progress, 3), "phase": job.phase,
+        "id": job.id, "status": job.status, "progress": round(progress, 3), "phase": phase,
         "error": job.error, "filename": job.filename, "params": json.loads(job.params),
         "created_at": job.created_at, "updated_at": job.updated_at, "attempts": job.attempts,
         "result": json.loads(job.result) if job.result else None,
@@ -180,8 +181,7 @@ class Analyses(Controller):
     async def read(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
         service: Service = request.app.state.service
         job = await _own(service, request, job_id)
-        live = service.runner.live.get(job.id)
-        return view(job, live.progress if live else None)
+        return view(job, service.runner.live.get(job.id))
 
     @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files")
     async def remove(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> None:
