@@ -70,6 +70,7 @@ class Service:
         if self.run_jobs:
             self.runner.start()
         metrics.POOL_SIZE.set(self.workers)
+        metrics.POOL_ALIVE.set(self.pools.alive())
         self.ready = True
         log.info("ready", extra={"settings": srv.describe(), "workers": self.workers})
 
