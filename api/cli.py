@@ -199,12 +199,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _server_command(args: argparse.Namespace) -> int:
-    import os
-
     from . import serve
 
     if args.data_dir is not None:
-        os.environ["FORMCHECK_DATA_DIR"] = str(args.data_dir)  # read back by settings in every process
+        settings.export(FORMCHECK_DATA_DIR=str(args.data_dir))  # read back by settings in every process
     try:
         settings.load()  # a bad setting fails here, before any process starts
         if args.command == "keys":

@@ -13,7 +13,6 @@ the same to finish, then go back to the queue (the next start resumes them).
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -38,15 +37,15 @@ def serve(host: str, port: int, api_workers: int, open_mode: bool) -> int:
 
     cfg = S.load()
     per_process = max(1, cfg.workers // api_workers)
-    os.environ["FORMCHECK_WORKERS"] = str(per_process)
+    S.export(FORMCHECK_WORKERS=str(per_process))
     if open_mode:
-        os.environ["FORMCHECK_OPEN"] = "1"
+        S.export(FORMCHECK_OPEN="1")
         print("formcheck: --open: no API keys required (development only)", file=sys.stderr)
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ and api_workers > 1:
+    if not S.exported("PROMETHEUS_MULTIPROC_DIR") and api_workers > 1:
         prom = cfg.server.data_dir / "prometheus"
         shutil.rmtree(prom, ignore_errors=True)
         prom.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+        S.export(PROMETHEUS_MULTIPROC_DIR=str(prom))
     from . import logs
 
     logs.configure(cfg.server.log_format)

@@ -189,6 +189,16 @@ def _server(env: dict[str, str]) -> ServerSettings:
     )
 
 
+def export(**values: str) -> None:
+    """Set variables for this process and the processes it starts (``formcheck serve`` hands
+    its options to uvicorn's worker processes this way; they ``load`` them back)."""
+    os.environ.update(values)
+
+
+def exported(name: str) -> bool:
+    return name in os.environ
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
