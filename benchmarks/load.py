@@ -24,6 +24,13 @@ whole-result cache) and sleeps a random think time (``--think-ms``) between requ
 deadline no new request starts; requests in flight get ``--grace`` seconds, then are cut off
 (reported as ``cut_off``, not as errors).
 
+Each user has its own ``httpx.AsyncClient`` (HTTP/1.1, keep-alive, ``--timeout``) holding one
+connection, as separate people would; ``--pools 1`` puts them all on one client whose pool has
+``--users`` connections instead. That costs this client far more CPU: httpcore 1.0's pool
+re-scans every connection for every queued request (O(connections x queued) per request,
+encode/httpcore#1035): at 100 users, 3/4 of this client's CPU went there, ~18 ms per request,
+and the client, not the server, was the bottleneck.
+
 Latencies are measured here (request sent to body read) over 2xx responses, with the server's
 own ``X-Response-Time`` beside them: the gap is queueing in the server's accept backlog and
 event loop plus this client's own scheduling (``client loop lag`` is reported, since the client
@@ -44,9 +51,11 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -193,6 +202,18 @@ def _cell(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+def _cpu_line(cpu: dict[str, float | None] | None) -> str:
+    if not cpu:
+        return ""
+    parts = [f"this client {_cell(cpu.get('client'))}"]
+    if cpu.get("server_api") is not None:
+        parts += [f"server API process {_cell(cpu['server_api'])}",
+                  f"inference workers {_cell(cpu.get('server_workers'))}"]
+    parts.append(f"everything else on the machine {_cell(cpu.get('others'))}")
+    return (f"CPU seconds during the load ({_cell(cpu.get('capacity'))} available over {_cell(cpu.get('wall'))} s): "
+            + ", ".join(parts) + ".")
+
+
 def markdown(report: dict[str, Any]) -> str:
     m, o = report["meta"], report["overall"]
     lines = [
@@ -224,6 +245,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{_cell(m['loop_lag_ms']['max'])} ms; load average {m['loadavg_before']} before, "
         f"{m['loadavg_after']} after. Setup {m['setup_s']:g} s; its warm-up new-image posts took "
         f"{', '.join(f'{x:.0f}' for x in m['warmup_frame_ms']) or '(skipped)'} ms.",
+        _cpu_line(m.get("cpu_s")),
         "",
         f"**Verdict:** {report['verdict']['text']}",
     ]
@@ -315,6 +337,63 @@ def fresh_clip(video: Path, nonce: int, i: int) -> bytes:
             if writer is not None:
                 writer.release()
         return out_path.read_bytes()
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_cpu(group: int) -> dict[str, float]:
+    """CPU seconds of the processes in process group ``group``: its leader (the API process
+    with ``serve --workers 1``) and the rest (inference workers, the resource tracker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"leader": 0.0, "others": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group:  # pgrp; fields[11], [12]: utime, stime
+            out["leader" if int(stat.parent.name) == group else "others"] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat), all cores."""
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+class CpuMeter:
+    """CPU seconds used between ``start`` and ``stop`` by this client, the server started here
+    (by role) and the machine as a whole; what remains is other work sharing the machine."""
+
+    def __init__(self, server_group: int | None) -> None:
+        self.group = server_group
+
+    def _read(self) -> dict[str, float | None]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        now: dict[str, float | None] = {"client": me.ru_utime + me.ru_stime, "machine": _machine_busy(),
+                                        "wall": time.monotonic()}
+        if self.group is not None:
+            srv = _proc_cpu(self.group)
+            now["server_api"], now["server_workers"] = srv["leader"], srv["others"]
+        return now
+
+    def start(self) -> None:
+        self.t0 = self._read()
+
+    def stop(self) -> dict[str, float | None]:
+        t1 = self._read()
+        d = {k: None if t1[k] is None or self.t0.get(k) is None else round(t1[k] - self.t0[k], 1)  # type: ignore[operator]
+             for k in t1}
+        d["capacity"] = round((d["wall"] or 0.0) * (os.cpu_count() or 1), 1)
+        known = [d.get(k) for k in ("client", "server_api", "server_workers")]
+        d["others"] = (round(max(0.0, d["machine"] - sum(x for x in known if x is not None)), 1)
+                       if d["machine"] is not None else None)
+        return d
 
 
 # --------------------------------------------------------------------------- the server
@@ -469,7 +548,8 @@ async def _analyze(client: httpx.AsyncClient, name: str, data: bytes, timeout: f
         await asyncio.sleep(0.5)
 
 
-async def setup(client: httpx.AsyncClient, args: argparse.Namespace, nonce: int) -> Fixtures:
+async def setup(clients: Sequence[httpx.AsyncClient], args: argparse.Namespace, nonce: int) -> Fixtures:
+    client = clients[0]
     try:
         r = await client.get("/health/ready", timeout=10.0)
     except httpx.HTTPError as exc:
@@ -491,7 +571,8 @@ async def setup(client: httpx.AsyncClient, args: argparse.Namespace, nonce: int)
         async def post_new(i: int) -> None:
             data = await pool.take()
             t = time.perf_counter()
-            r = await client.post("/v1/frames", files={"image": (f"warm{i}.jpg", data, "image/jpeg")})
+            r = await clients[i % len(clients)].post("/v1/frames",
+                                                     files={"image": (f"warm{i}.jpg", data, "image/jpeg")})
             _check(r, "posting a warm-up frame")
             warm_ms.append(round((time.perf_counter() - t) * 1000, 1))
 
@@ -569,7 +650,7 @@ async def loop_lag(stop: asyncio.Event, out: list[float], every_s: float = 0.05)
         out.append(max(0.0, (time.perf_counter() - t0 - every_s) * 1000))
 
 
-async def load(client: httpx.AsyncClient, fx: Fixtures, args: argparse.Namespace) -> dict[str, Any]:
+async def load(clients: Sequence[httpx.AsyncClient], fx: Fixtures, args: argparse.Namespace) -> dict[str, Any]:
     samples: list[Sample] = []
     inflight = [0]
     lags: list[float] = []
@@ -579,8 +660,8 @@ async def load(client: httpx.AsyncClient, fx: Fixtures, args: argparse.Namespace
     t0 = time.monotonic()
     deadline = t0 + args.duration
     lag_task = asyncio.create_task(loop_lag(stop, lags))
-    tasks = [asyncio.create_task(user(client, fx, args.mix, think, deadline, random.Random(seed + i), samples,
-                                      inflight)) for i in range(args.users)]
+    tasks = [asyncio.create_task(user(clients[i % len(clients)], fx, args.mix, think, deadline,
+                                      random.Random(seed + i), samples, inflight)) for i in range(args.users)]
     try:
         _, pending = await asyncio.wait(tasks, timeout=args.duration + args.grace)
         cut_off = inflight[0]
@@ -600,24 +681,35 @@ async def load(client: httpx.AsyncClient, fx: Fixtures, args: argparse.Namespace
     return report
 
 
-async def run(args: argparse.Namespace, url: str, key: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+async def run(args: argparse.Namespace, url: str, key: str | None, meta: dict[str, Any],
+              server_group: int | None = None) -> dict[str, Any]:
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)  # like Ctrl-C in asyncio.run
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    limits = httpx.Limits(max_connections=args.users + 4, max_keepalive_connections=args.users + 4)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=httpx.Timeout(args.timeout),
-                                 http1=True, http2=False) as client:
+    pools = min(args.pools or args.users, args.users)
+    size = math.ceil(args.users / pools)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    meta["pools"] = {"clients": pools, "connections_each": size}
+    tls = ssl.create_default_context()  # one for all the clients (each would load the CA bundle: ~50 ms)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(  # HTTP/1.1
+            base_url=url, headers=headers, limits=limits, timeout=httpx.Timeout(args.timeout), verify=tls,
+            http1=True, http2=False)) for _ in range(pools)]
+        client = clients[0]
         nonce = random.randrange(1 << 62)
         t = time.monotonic()
-        fx = await setup(client, args, nonce)
+        fx = await setup(clients, args, nonce)
         meta["setup_s"] = round(time.monotonic() - t, 1)
         meta["analyses"] = fx.ids
         meta["warmup_frame_ms"] = fx.warm_ms
         print(f"load: setup done in {meta['setup_s']} s (analyses {', '.join(fx.ids)}); "
               f"{args.users} users for {args.duration:g} s...", file=sys.stderr)
         meta["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
-        report = await load(client, fx, args)
+        meter = CpuMeter(server_group)
+        meter.start()
+        report = await load(clients, fx, args)
+        meta["cpu_s"] = meter.stop()
         meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         with contextlib.suppress(httpx.HTTPError, ValueError):
             r = await client.get("/health/ready", timeout=10.0)
@@ -682,6 +774,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-limits", action="store_true", help="with --start: keep the default rate limits (429s)")
     p.add_argument("--api-workers", type=_positive(int), default=1, help="with --start: serve --workers N")
     p.add_argument("--keep-data", action="store_true", help="with --start: keep the data dir and server log")
+    p.add_argument("--pools", type=_positive(int), default=None,
+                   help="httpx.AsyncClient connection pools the users share (default: one per user, as separate "
+                   "people have; 1: one pool of --users connections, whose bookkeeping, O(connections x queued "
+                   "requests) per request in httpcore 1.0, then costs this client more CPU than the server)")
     p.add_argument("--timeout", type=_positive(float), default=30.0, help="per-request timeout, s (default 30)")
     p.add_argument("--grace", type=float, default=5.0, help="s for in-flight requests after the deadline")
     p.add_argument("--ready-timeout", type=_positive(float), default=180.0, help="s to wait for --start's server")
@@ -736,7 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 meta["server"] = f"server at {url}"
                 meta["limits"] = "the server's own"
             meta["url"] = url
-            report = asyncio.run(run(args, url, key, meta))
+            group = server.proc.pid if server is not None and server.proc is not None else None
+            report = asyncio.run(run(args, url, key, meta, group))
         except SetupError as exc:
             print(f"load: setup failed: {exc}", file=sys.stderr)
             return 1
