@@ -207,11 +207,23 @@ def _cpu_line(cpu: dict[str, float | None] | None) -> str:
         return ""
     parts = [f"this client {_cell(cpu.get('client'))}"]
     if cpu.get("server_api") is not None:
-        parts += [f"server API process {_cell(cpu['server_api'])}",
+        parts += [f"server API process(es) {_cell(cpu['server_api'])}",
                   f"inference workers {_cell(cpu.get('server_workers'))}"]
     parts.append(f"everything else on the machine {_cell(cpu.get('others'))}")
     return (f"CPU seconds during the load ({_cell(cpu.get('capacity'))} available over {_cell(cpu.get('wall'))} s): "
             + ", ".join(parts) + ".")
+
+
+def _little(m: dict[str, Any], o: dict[str, Any]) -> str:
+    """Little's law for the closed loop: each user waits for its answer, then thinks."""
+    if not o["throughput_rps"]:
+        return ""
+    think_ms = (m["think_ms"][0] + m["think_ms"][1]) / 2
+    cycle_ms = m["users"] / o["throughput_rps"] * 1000
+    return (f"Closed loop (Little's law): {m['users']} users / {o['throughput_rps']:.1f} req/s = one request per "
+            f"user every {cycle_ms:.0f} ms, of which {think_ms:.0f} ms thinking: a mean response of "
+            f"~{max(0.0, cycle_ms - think_ms):.0f} ms: whatever the server cannot complete at once waits in "
+            "its queues, so with more users this grows, not the throughput.")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -246,6 +258,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['loadavg_after']} after. Setup {m['setup_s']:g} s; its warm-up new-image posts took "
         f"{', '.join(f'{x:.0f}' for x in m['warmup_frame_ms']) or '(skipped)'} ms.",
         _cpu_line(m.get("cpu_s")),
+        _little(m, o),
         "",
         f"**Verdict:** {report['verdict']['text']}",
     ]
@@ -342,18 +355,22 @@ def fresh_clip(video: Path, nonce: int, i: int) -> bytes:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _proc_cpu(group: int) -> dict[str, float]:
-    """CPU seconds of the processes in process group ``group``: its leader (the API process
-    with ``serve --workers 1``) and the rest (inference workers, the resource tracker)."""
+def _proc_cpu(group: int, api_workers: int) -> dict[str, float]:
+    """CPU seconds of the processes in process group ``group`` (the server's session) by role:
+    the API process(es) (the group leader; with ``serve --workers N>1`` also the leader's
+    children, the leader then being uvicorn's supervisor) and the rest (inference workers)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = {"leader": 0.0, "others": 0.0}
+    out = {"api": 0.0, "inference": 0.0}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = stat.read_text().rpartition(")")[2].split()  # state, ppid, pgrp, ..., [11] utime, [12] stime
         except OSError:
             continue  # gone meanwhile
-        if int(fields[2]) == group:  # pgrp; fields[11], [12]: utime, stime
-            out["leader" if int(stat.parent.name) == group else "others"] += (int(fields[11]) + int(fields[12])) / tick
+        if int(fields[2]) != group:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        api = pid == group or (api_workers > 1 and ppid == group)
+        out["api" if api else "inference"] += (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -370,16 +387,16 @@ class CpuMeter:
     """CPU seconds used between ``start`` and ``stop`` by this client, the server started here
     (by role) and the machine as a whole; what remains is other work sharing the machine."""
 
-    def __init__(self, server_group: int | None) -> None:
-        self.group = server_group
+    def __init__(self, server_group: int | None, api_workers: int = 1) -> None:
+        self.group, self.api_workers = server_group, api_workers
 
     def _read(self) -> dict[str, float | None]:
         me = resource.getrusage(resource.RUSAGE_SELF)
         now: dict[str, float | None] = {"client": me.ru_utime + me.ru_stime, "machine": _machine_busy(),
                                         "wall": time.monotonic()}
         if self.group is not None:
-            srv = _proc_cpu(self.group)
-            now["server_api"], now["server_workers"] = srv["leader"], srv["others"]
+            srv = _proc_cpu(self.group, self.api_workers)
+            now["server_api"], now["server_workers"] = srv["api"], srv["inference"]
         return now
 
     def start(self) -> None:
@@ -706,7 +723,7 @@ async def run(args: argparse.Namespace, url: str, key: str | None, meta: dict[st
         print(f"load: setup done in {meta['setup_s']} s (analyses {', '.join(fx.ids)}); "
               f"{args.users} users for {args.duration:g} s...", file=sys.stderr)
         meta["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
-        meter = CpuMeter(server_group)
+        meter = CpuMeter(server_group, args.api_workers)
         meter.start()
         report = await load(clients, fx, args)
         meta["cpu_s"] = meter.stop()
