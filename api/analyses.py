@@ -31,8 +31,13 @@ from .store import TERMINAL, Job, NewJob
 EXERCISES = (AUTO, GENERIC, *NAMES)
 COPY_CHUNK = 1 << 20
 SSE_POLL_S = 0.5
+ENDED_S = 10.0  # finished jobs kept in memory; a delete made by another API process shows within this
+ENDED_MAX = 10_000
 FILES = {"annotated.mp4": "video/mp4", "reps.png": "image/png", "angles.csv": "text/csv",
          "analysis.json": "application/json"}
+
+
+_ended: dict[str, tuple[float, Job]] = {}
 
 
 class Unprocessable(ClientException):
@@ -181,11 +186,12 @@ class Analyses(Controller):
     async def read(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
         service: Service = request.app.state.service
         job = await _own(service, request, job_id)
-        return view(job, service.runner.live.get(job.id))
+        return view(job, service.runner.live.get(job.id) if job.status not in TERMINAL else None)
 
     @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files")
     async def remove(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> None:
         service: Service = request.app.state.service
+        _ended.pop(job_id, None)
         job = await service.store.delete_job(job_id, request.user.id)
         if job is None:
             raise _not_found(job_id)
