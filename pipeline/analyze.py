@@ -188,7 +188,7 @@ def finish(
     seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
     reps, primary, reps_json = measures.measure_json(ex, table, vis, pose.t, seg.signal, seg.reps)
     view, yaw, view_conf = classify.detect_view(pose, geo)
-    detected = int(pose.detected.sum())
+    detected = geo.detected
     reason = None
     if detected == 0:
         reason = "no person was detected in the video"

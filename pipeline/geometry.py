@@ -14,6 +14,7 @@ stage measures per frame:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,8 @@ class Geometry:
     world's x and z, metres.
     posed: (n,) bool, a pose was found.
     shoulders_x: (n,) x(left shoulder) - x(right shoulder) in normalized image coords, in the
-    landmarks' precision (float32 from the model)."""
+    landmarks' precision (float32 from the model).
+    detected: how many frames have a pose in the image (``pose.detected.sum()``)."""
 
     raw: np.ndarray
     vis: np.ndarray
@@ -51,9 +53,10 @@ class Geometry:
     line_dz: np.ndarray
     posed: np.ndarray
     shoulders_x: np.ndarray
+    detected: int
 
 
-def _run(pose: PoseSeries, what: int) -> tuple[np.ndarray, ...]:
+def _run(pose: PoseSeries, what: int) -> tuple[Any, ...]:
     return kernels.pose_geometry(
         np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
         float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES,
@@ -62,8 +65,9 @@ def _run(pose: PoseSeries, what: int) -> tuple[np.ndarray, ...]:
 
 def measure(pose: PoseSeries) -> Geometry:
     """All of :class:`Geometry` for ``pose``."""
-    raw, vis, gated, scale, hip_x, dx, dz, posed, shoulders = _run(pose, kernels.ANGLES | kernels.SCALE | kernels.LINES)
-    return Geometry(raw, vis, AngleTable(angles.NAMES, gated), scale, hip_x, dx, dz, posed, shoulders)
+    raw, vis, gated, scale, hip_x, dx, dz, posed, shoulders, found = _run(
+        pose, kernels.ANGLES | kernels.SCALE | kernels.LINES)
+    return Geometry(raw, vis, AngleTable(angles.NAMES, gated), scale, hip_x, dx, dz, posed, shoulders, int(found))
 
 
 def scale(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:

@@ -539,13 +539,13 @@ def pair_mean(raw: np.ndarray, jl: int, jr: int) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------- pose -> angles
-
-
 # --------------------------------------------------------------- per-frame geometry
 
-_BLOCK, _STRIDE = 512, 520  # frames per block; buffer row length (not a multiple of 4 KiB: no aliasing)
+_BLOCK, _STRIDE = 64, 72  # frames per block; buffer row length (its buffers stay in L1/L2)
 ANGLES, SCALE, LINES = 1, 2, 4  # what pose_geometry measures (flags)
+# The landmarks the features stage reads (shoulders to wrists, hips to ankles, feet) are copied
+# with constant bounds, so the copy loops unroll; any other landmark goes through an index list.
+_ARM0, _ARM1, _LEG0, _LEG1, _FOOT0, _FOOT1 = 11, 17, 23, 29, 31, 33
 
 
 @njit(cache=True, error_model="numpy")
@@ -559,13 +559,64 @@ def _sqrt_limit(y: float) -> float:
     return x
 
 
+@njit(cache=True)
+def _others(need: np.ndarray, width: int) -> np.ndarray:
+    # the columns (width per item) of the flagged items outside the constant ranges
+    out = np.empty(width * need.shape[0], np.int64)
+    k = 0
+    for i in range(need.shape[0]):
+        if need[i] and not (_ARM0 <= i < _ARM1 or _LEG0 <= i < _LEG1 or _FOOT0 <= i < _FOOT1):
+            for c in range(width):
+                out[k] = width * i + c
+                k += 1
+    return out[:k]
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_block(
+    fw: np.ndarray, fx: np.ndarray, fv: np.ndarray, start: int, size: int, pts: np.ndarray, pix: np.ndarray,
+    lv: np.ndarray, ow: np.ndarray, ox: np.ndarray, ov: np.ndarray,
+) -> int:
+    # frames start..start+size to one row of _STRIDE per coordinate of the flat buffers pts (world),
+    # pix (image) and lv (visibility): rows at constant offsets, no row addresses to keep; returns
+    # how many frames have a pose in the image (xy of landmark 0 not NaN)
+    found = 0
+    for f in range(size):
+        rw, rx, rv = fw[start + f], fx[start + f], fv[start + f]
+        found += not np.isnan(rx[0])
+        pts[f] = rw[0]
+        for c in range(3 * _ARM0, 3 * _ARM1):
+            pts[c * _STRIDE + f] = rw[c]
+        for c in range(3 * _LEG0, 3 * _LEG1):
+            pts[c * _STRIDE + f] = rw[c]
+        for c in range(3 * _FOOT0, 3 * _FOOT1):
+            pts[c * _STRIDE + f] = rw[c]
+        for c in range(2 * _ARM0, 2 * _ARM1):
+            pix[c * _STRIDE + f] = rx[c]
+        for c in range(2 * _LEG0, 2 * _LEG1):
+            pix[c * _STRIDE + f] = rx[c]
+        for c in range(_ARM0, _ARM1):
+            lv[c * _STRIDE + f] = rv[c]
+        for c in range(_LEG0, _LEG1):
+            lv[c * _STRIDE + f] = rv[c]
+        for c in range(_FOOT0, _FOOT1):
+            lv[c * _STRIDE + f] = rv[c]
+        for q in range(ow.shape[0]):
+            pts[ow[q] * _STRIDE + f] = rw[ow[q]]
+        for q in range(ox.shape[0]):
+            pix[ox[q] * _STRIDE + f] = rx[ox[q]]
+        for q in range(ov.shape[0]):
+            lv[ov[q] * _STRIDE + f] = rv[ov[q]]
+    return found
+
+
 @njit(cache=True, error_model="numpy")
 def _block_angles(
-    pts: np.ndarray, lv: np.ndarray, size: int, start: int, triples: np.ndarray, vis_idx: np.ndarray,
-    visible: float, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
+    pts: np.ndarray, lv: np.ndarray, cos: np.ndarray, size: int, start: int, triples: np.ndarray,
+    vis_rows: np.ndarray, visible: float, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
 ) -> None:
     # pts rows 3 * landmark + coordinate (33..35: the virtual landmarks), lv rows by landmark;
-    # raw, vis, gated (m, n): one row per angle
+    # raw, vis, gated (m, n): one row per angle; cos: scratch
     for k in range(3):  # as numpy's mean over two: (0 + a + b) / 2
         sa, sb, ha, hb = pts[33 + k], pts[36 + k], pts[69 + k], pts[72 + k]
         mid_s, mid_h, up = pts[99 + k], pts[102 + k], pts[105 + k]
@@ -574,25 +625,19 @@ def _block_angles(
             mid_s[f] = ((0.0 + sa[f]) + sb[f]) / 2.0
             mid_h[f] = ((0.0 + ha[f]) + hb[f]) / 2.0
             up[f] = mid_h[f] + step
-    m, width = triples.shape[0], vis_idx.shape[1]
-    for j in range(m):
+    for j in range(triples.shape[0]):
         a, b, c = 3 * triples[j, 0], 3 * triples[j, 1], 3 * triples[j, 2]
         ax, ay, az, bx, by, bz = pts[a], pts[a + 1], pts[a + 2], pts[b], pts[b + 1], pts[b + 2]
         cx, cy, cz = pts[c], pts[c + 1], pts[c + 2]
-        out = raw[j, start : start + size]
         for f in range(size):
             ux, uy, uz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
             vx, vy, vz = cx[f] - bx[f], cy[f] - by[f], cz[f] - bz[f]
             dot = ((0.0 + ux * vx) + uy * vy) + uz * vz
             den = math.sqrt((((0.0 + ux * ux) + uy * uy) + uz * uz) * (((0.0 + vx * vx) + vy * vy) + vz * vz))
-            out[f] = min(1.0, max(-1.0, dot / den)) if den > 0.0 else np.nan
-        for f in range(size):  # a loop of its own: fused with the one above it vectorizes worse
-            out[f] = _acos_deg(out[f])
-        low = vis[j, start : start + size]
-        rows = [vis_idx[j, min(q, width - 1)] for q in range(4)]  # up to 4 landmarks; pads repeat one
-        rows = [r if r >= 0 else rows[0] for r in rows]
-        r0, r1, r2, r3 = lv[rows[0]], lv[rows[1]], lv[rows[2]], lv[rows[3]]
-        for f in range(size):  # np.minimum in registers (no store of a select of what was loaded)
+            cos[f] = min(1.0, max(-1.0, dot / den)) if den > 0.0 else np.nan
+        out, low, seen = raw[j, start : start + size], vis[j, start : start + size], gated[j, start : start + size]
+        r0, r1, r2, r3 = lv[vis_rows[j, 0]], lv[vis_rows[j, 1]], lv[vis_rows[j, 2]], lv[vis_rows[j, 3]]
+        for f in range(size):  # np.minimum over up to 4 landmarks (NaN wins), in registers
             m = r0[f]
             x = r1[f]
             m = x if ((x < m) | (x != x)) else m
@@ -600,20 +645,21 @@ def _block_angles(
             m = x if ((x < m) | (x != x)) else m
             x = r3[f]
             m = x if ((x < m) | (x != x)) else m
+            r = _acos_deg(cos[f])
             low[f] = m
-        seen = gated[j, start : start + size]
-        for f in range(size):
-            seen[f] = out[f] if low[f] >= visible else np.nan
+            out[f] = r
+            seen[f] = r if m >= visible else np.nan
 
 
 @njit(cache=True, error_model="numpy")
 def _block_scale(
-    pts: np.ndarray, pix: np.ndarray, size: int, start: int, seg_a: np.ndarray, seg_b: np.ndarray,
+    pts: np.ndarray, pix: np.ndarray, size: int, start: int, aspect: float, seg_a: np.ndarray, seg_b: np.ndarray,
     long2: float, best: np.ndarray, ppm: np.ndarray, hip_x: np.ndarray,
 ) -> None:
-    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none).
-    # best (2, STRIDE): the running maximum moves between its rows, so no store is conditional
-    # (a select stored back where it was loaded becomes a slow masked store).
+    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none),
+    # image x in frame heights (x * aspect). best (2, STRIDE): the running maximum moves between
+    # its rows, so no store is conditional (a select stored back where it was loaded becomes a
+    # slow masked store).
     best[0, :size] = -1.0
     for q in range(seg_a.shape[0]):
         prev, cur = best[q % 2], best[(q + 1) % 2]
@@ -621,7 +667,7 @@ def _block_scale(
         xa, ya, xb, yb = pix[2 * a], pix[2 * a + 1], pix[2 * b], pix[2 * b + 1]
         ax, ay, az, bx, by, bz = pts[3 * a], pts[3 * a + 1], pts[3 * a + 2], pts[3 * b], pts[3 * b + 1], pts[3 * b + 2]
         for f in range(size):
-            dx, dy = xa[f] - xb[f], ya[f] - yb[f]
+            dx, dy = xa[f] * aspect - xb[f] * aspect, ya[f] - yb[f]
             wx, wy, wz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
             w2 = (wx * wx + wy * wy) + wz * wz
             v = math.sqrt(dx * dx + dy * dy) / math.sqrt(w2)
@@ -629,22 +675,10 @@ def _block_scale(
             cur[f] = v if v > prev[f] else prev[f]
     top = best[seg_a.shape[0] % 2]
     x23, x24 = pix[46], pix[48]
+    out, mid = ppm[start : start + size], hip_x[start : start + size]
     for f in range(size):
-        ppm[start + f] = top[f] if top[f] >= 0.0 else np.nan
-        hip_x[start + f] = ((0.0 + x23[f]) + x24[f]) / 2.0
-
-
-@njit(cache=True)
-def _columns(need: np.ndarray, width: int) -> np.ndarray:
-    # the columns (width per item) of the items flagged in need, unsigned: no negative-index checks
-    out = np.empty(width * need.shape[0], np.uint64)
-    k = 0
-    for i in range(need.shape[0]):
-        if need[i]:
-            for c in range(width):
-                out[k] = width * i + c
-                k += 1
-    return out[:k]
+        out[f] = top[f] if top[f] >= 0.0 else np.nan
+        mid[f] = ((0.0 + x23[f] * aspect) + x24[f] * aspect) / 2.0
 
 
 @njit(cache=True, error_model="numpy")
@@ -653,7 +687,7 @@ def pose_geometry(
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
     lines: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray]:
+           np.ndarray, int]:
     """Everything the features stage measures per frame, in one pass over the landmarks:
     world (n, 33, 3) metres, xy (n, 33, 2) normalized, visibility (n, 33), all C-contiguous.
 
@@ -661,31 +695,36 @@ def pose_geometry(
 
     - ANGLES: raw (n, m) degrees at the middle of each triple (m, 3) over the 33 landmarks and
       the virtual 33 (shoulder midpoint), 34 (hip midpoint), 35 (one metre above 34); vis (n, m)
-      the least visibility of the landmarks vis_idx (m, k) lists (-1 pads); gated (n, m): raw
-      where vis >= visible, else NaN.
+      the least visibility of the landmarks vis_idx (m, k) lists (-1 pads; the first 4 count);
+      gated (n, m): raw where vis >= visible, else NaN.
     - SCALE: ppm (n,) the largest image length (frame heights, x times aspect) over world length
       of the segments (seg_a[s], seg_b[s]) longer than 5 cm in the world (NaN if none), and
       hip_x (n,) the hip midpoint's x in frame heights.
     - LINES: line_dx, line_dz (2, n) |right - left| in the world of the landmark pairs
       lines[0:2] and lines[2:4]; posed (n,) a pose was found (landmark 0 finite); pair_x (n,)
       x(lines[0]) - x(lines[1]) in the image, in xy's precision.
+    - always: how many frames have a pose in the image (x of landmark 0 not NaN).
 
     Blocks of frames are copied to one row per coordinate first, so the loops over frames
     vectorize, and each frame's landmarks are read from memory once for all parts. The (n, m)
-    arrays are column-major: an angle's frames are contiguous, as its readers want them.
+    arrays are column-major: an angle's frames are contiguous, as its readers want them; the
+    three share one buffer, 1 KiB apart modulo 4 KiB (stores to one would otherwise stall loads
+    from another at the same page offset).
     """
     n, m = world.shape[0], triples.shape[0]
     do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
     need_w = np.zeros(36, np.bool_)
     need_xy = np.zeros(33, np.bool_)
     need_v = np.zeros(33, np.bool_)
+    vis_rows = np.zeros((m, 4), np.int64)  # up to 4 landmarks; pads repeat the first
     if do_angles:
         for j in range(m):
             for q in range(3):
                 need_w[triples[j, q]] = True
-            for q in range(vis_idx.shape[1]):
-                if vis_idx[j, q] >= 0:
-                    need_v[vis_idx[j, q]] = True
+            for q in range(4):
+                r = vis_idx[j, min(q, vis_idx.shape[1] - 1)]
+                vis_rows[j, q] = r if r >= 0 else vis_idx[j, 0]
+                need_v[vis_rows[j, q]] = True
         if need_w[33] or need_w[34] or need_w[35]:
             need_w[11] = need_w[12] = need_w[23] = need_w[24] = True
     if do_scale:
@@ -693,52 +732,48 @@ def pose_geometry(
         for q in range(seg_a.shape[0]):
             need_w[seg_a[q]] = need_w[seg_b[q]] = need_xy[seg_a[q]] = need_xy[seg_b[q]] = True
     if do_lines:
-        need_w[0] = True
         for q in range(4):
             need_w[lines[q]] = True
-    w_cols, x_cols, v_cols = _columns(need_w[:33], 3), _columns(need_xy, 2), _columns(need_v, 1)
-    x_rows = 2 * np.flatnonzero(need_xy)
+    ow, ox, ov = _others(need_w[:33], 3), _others(need_xy, 2), _others(need_v, 1)
     fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
-    pts = np.zeros((108, _STRIDE))  # row 3 * landmark + coordinate
-    pix = np.zeros((66, _STRIDE))  # row 2 * landmark + coordinate, x in frame heights
-    lv = np.zeros((33, _STRIDE))
+    flat_pts, flat_pix, flat_lv = np.zeros(108 * _STRIDE), np.zeros(66 * _STRIDE), np.zeros(33 * _STRIDE)
+    pts = flat_pts.reshape(108, _STRIDE)  # row 3 * landmark + coordinate
+    pix = flat_pix.reshape(66, _STRIDE)  # row 2 * landmark + coordinate
+    lv = flat_lv.reshape(33, _STRIDE)
+    cos = np.empty(_STRIDE)
     na, ns, nl = n if do_angles else 0, n if do_scale else 0, n if do_lines else 0
-    raw, vis, gated = np.empty((m, na)), np.empty((m, na)), np.empty((m, na))  # returned transposed
+    span = (m * na + 511) // 512 * 512 + 128  # 4 KiB multiples plus 1 KiB
+    buf = np.empty(3 * span)
+    raw = buf[: m * na].reshape(m, na)  # returned transposed
+    vis = buf[span : span + m * na].reshape(m, na)
+    gated = buf[2 * span : 2 * span + m * na].reshape(m, na)
     ppm, hip_x = np.empty(ns), np.empty(ns)
     best = np.empty((2, _STRIDE))
     long2 = _sqrt_limit(0.05)
     line_dx, line_dz = np.empty((2, nl)), np.empty((2, nl))
     posed = np.zeros(nl, np.bool_)
     pair_x = np.empty(nl, xy.dtype)
+    found = 0
     for start in range(0, n, _BLOCK):
         size = min(_BLOCK, n - start)
-        for f in range(size):
-            rw, rx, rv = fw[start + f], fx[start + f], visibility[start + f]
-            for q in range(w_cols.shape[0]):
-                pts[w_cols[q], f] = rw[w_cols[q]]
-            for q in range(x_cols.shape[0]):
-                pix[x_cols[q], f] = rx[x_cols[q]]
-            for q in range(v_cols.shape[0]):
-                lv[v_cols[q], f] = rv[v_cols[q]]
-            if do_lines:
-                pair_x[start + f] = rx[2 * lines[0]] - rx[2 * lines[1]]
-        for c in x_rows:  # x in frame heights
-            row = pix[c]
-            for f in range(size):
-                row[f] = row[f] * aspect
+        found += _copy_block(fw, fx, visibility, start, size, flat_pts, flat_pix, flat_lv, ow, ox, ov)
         if do_angles:
-            _block_angles(pts, lv, size, start, triples, vis_idx, visible, raw, vis, gated)
+            _block_angles(pts, lv, cos, size, start, triples, vis_rows, visible, raw, vis, gated)
         if do_scale:
-            _block_scale(pts, pix, size, start, seg_a, seg_b, long2, best, ppm, hip_x)
+            _block_scale(pts, pix, size, start, aspect, seg_a, seg_b, long2, best, ppm, hip_x)
         if do_lines:
             for row in range(2):
                 a, b = 3 * lines[2 * row], 3 * lines[2 * row + 1]
+                xa, xb, za, zb = pts[a], pts[b], pts[a + 2], pts[b + 2]
+                dx, dz = line_dx[row, start : start + size], line_dz[row, start : start + size]
                 for f in range(size):
-                    line_dx[row, start + f] = abs(pts[b, f] - pts[a, f])
-                    line_dz[row, start + f] = abs(pts[b + 2, f] - pts[a + 2, f])
+                    dx[f] = abs(xb[f] - xa[f])
+                    dz[f] = abs(zb[f] - za[f])
+            nose = pts[0]
             for f in range(size):
-                posed[start + f] = np.isfinite(pts[0, f])
-    return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x
+                posed[start + f] = np.isfinite(nose[f])
+                pair_x[start + f] = fx[start + f, 2 * lines[0]] - fx[start + f, 2 * lines[1]]
+    return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x, found
 
 
 @njit(cache=True)

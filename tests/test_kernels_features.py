@@ -136,15 +136,23 @@ def pose_cases() -> dict[str, PoseSeries]:
 POSES = pose_cases()
 
 
+# landmarks the pipeline never reads (face, hands, heels), which the kernel copies by index
+OTHER_TRIPLES = np.array([[7, 0, 8], [29, 27, 31], [19, 15, 17], [0, 34, 35]], np.int64)
+OTHER_VIS = np.array([[7, 0, 8, -1], [29, 27, 31, -1], [19, 15, 17, 21], [0, 23, 24, -1]], np.int64)
+OTHER_SEGS = (np.array([7, 29, 11], np.int64), np.array([8, 30, 12], np.int64))
+
+
 @pytest.mark.parametrize("what", (1, 2, 4, 7))
 @pytest.mark.parametrize("case", POSES)
-def test_pose_geometry(case: str, what: int) -> None:
+@pytest.mark.parametrize("landmarks", ("pipeline", "others"))
+def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
     pose = POSES[case]
+    triples, vis_idx, (seg_a, seg_b) = ((angles.TRIPLES, angles.VIS_COLUMNS, (geometry._SEG_A, geometry._SEG_B))
+                                        if landmarks == "pipeline" else (OTHER_TRIPLES, OTHER_VIS, OTHER_SEGS))
     args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
-            float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE,
-            geometry._SEG_A, geometry._SEG_B, geometry._LINES)
+            float(pose.aspect), what, triples, vis_idx, angles.VISIBLE, seg_a, seg_b, geometry._LINES)
     got, want = kernels.pose_geometry(*args), reference.pose_geometry(*args)
-    assert len(got) == len(want) == 9
+    assert len(got) == len(want) == 10
     # the angles: within 2 ulp of libm's acos (the one place the kernels are not numpy to the bit)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-15, atol=0.0, equal_nan=True)
     np.testing.assert_array_equal(np.isnan(got[2]), np.isnan(want[2]))
