@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,10 +43,11 @@ class Series:
         return self._done[name]
 
 
-def _flags(fault: Fault, values: np.ndarray) -> list[bool]:
-    """Per value: finite and beyond the fault's threshold."""
+def _flags(fault: Fault, values: np.ndarray) -> np.ndarray:
+    """Per value (bool): finite and beyond the fault's threshold."""
     hit = values > fault.threshold if fault.op == ">" else values < fault.threshold
-    return (np.isfinite(values) & hit).tolist()
+    out: np.ndarray = np.isfinite(values) & hit
+    return out
 
 
 def _window_stats(ex: Exercise, series: Series, reps: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,11 +57,11 @@ def _window_stats(ex: Exercise, series: Series, reps: np.ndarray) -> dict[str, n
                                + list(ex.secondary)))
     if not bases:
         return {}
-    ext = kernels.window_extremes(np.vstack([series(b) for b in bases]), reps)
     out = {}
-    for j, base in enumerate(bases):
-        out[f"{base}_min_deg"], out[f"{base}_max_deg"] = ext[:, j, 0], ext[:, j, 1]
-        out[f"{base}_range_deg"] = ext[:, j, 1] - ext[:, j, 0]
+    for base in bases:  # one series at a time: no (q, n) copy
+        ext = kernels.window_extremes(series(base)[None, :], reps)
+        out[f"{base}_min_deg"], out[f"{base}_max_deg"] = ext[:, 0, 0], ext[:, 0, 1]
+        out[f"{base}_range_deg"] = ext[:, 0, 1] - ext[:, 0, 0]
     return out
 
 
@@ -79,18 +81,37 @@ def measure_json(
     out, primary, cols = _measure(ex, table, vis, t, signal, reps)
     if cols is None:
         return out, primary, []
-    values, faults, secondary = cols
-    return out, primary, _json(values, faults, secondary)
+    return out, primary, _json(cols)
 
 
-_Columns = tuple[np.ndarray, list[tuple[str, ...]], list[tuple[tuple[str, float, float], ...]]]
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """The reps' measures as columns, for the JSON: the ten numeric fields of Rep in _ROUNDED's
+    order (10, k) float64 with NaN for None, the faults, and the secondary angles' names with their
+    per-rep minima and maxima (q, k)."""
+
+    values: np.ndarray
+    faults: list[tuple[str, ...]]
+    names: tuple[str, ...]
+    lows: np.ndarray
+    highs: np.ndarray
+
+
+def _fault_names(ex: Exercise, stats: dict[str, np.ndarray], k: int) -> list[tuple[str, ...]]:
+    """Per rep, the names of the faults it shows (one bit per fault, each combination built once)."""
+    if not ex.faults:
+        return [()] * k
+    bits = np.zeros(k, np.int64)
+    for j, f in enumerate(ex.faults):
+        bits |= _flags(f, stats[f.measure]).astype(np.int64) << j
+    codes = bits.tolist()
+    combos = {b: tuple(f.name for j, f in enumerate(ex.faults) if b >> j & 1) for b in set(codes)}
+    return list(map(combos.__getitem__, codes))
 
 
 def _measure(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
 ) -> tuple[tuple[Rep, ...], np.ndarray, _Columns | None]:
-    # also (the ten numeric fields of Rep, _ROUNDED's order, as (10, k) float64 with NaN for None;
-    # the faults; the secondary angles) for the JSON
     fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
     series = Series(table, vis, ex.primary)
     primary = series("primary")
@@ -106,20 +127,13 @@ def _measure(
     stats = _window_stats(ex, series, reps)
     stats["asymmetry_deg"] = np.array(asym_a)
     k = len(reps)
-    faults: list[tuple[str, ...]] = [()] * k
-    if ex.faults:
-        # one bit per fault, each distinct combination's names built once
-        bits = np.zeros(k, np.int64)
-        for j, f in enumerate(ex.faults):
-            bits |= np.array(_flags(f, stats[f.measure]), np.int64) << j
-        combos: dict[int, tuple[str, ...]] = {}
-        for b in set(bits.tolist()):
-            combos[b] = tuple(f.name for j, f in enumerate(ex.faults) if b >> j & 1)
-        faults = list(map(combos.__getitem__, bits.tolist()))
+    faults = _fault_names(ex, stats, k)
+    lows = np.array([stats[f"{name}_min_deg"] for name in ex.secondary]).reshape(len(ex.secondary), k)
+    highs = np.array([stats[f"{name}_max_deg"] for name in ex.secondary]).reshape(len(ex.secondary), k)
     secondary: list[tuple[tuple[str, float, float], ...]] = [()] * k
     if ex.secondary:
-        secondary = list(zip(*[zip(itertools.repeat(name), stats[f"{name}_min_deg"].tolist(),
-                                   stats[f"{name}_max_deg"].tolist()) for name in ex.secondary], strict=True))
+        secondary = list(zip(*[zip(itertools.repeat(name), lo, hi) for name, lo, hi in
+                               zip(ex.secondary, lows.tolist(), highs.tolist(), strict=True)], strict=True))
     p_first, p_pause, p_second, p_rom, p_vel = (phases[:, c] for c in range(5))
     ecc_a, conc_a = (p_first, p_second) if ex.eccentric_first else (p_second, p_first)
     rom_a = np.where(np.isfinite(p_rom), p_rom, amp_a)
@@ -129,7 +143,7 @@ def _measure(
     asym = [None if v != v else v for v in asym_f] if np.isnan(asym_a).any() else asym_f
     out = tuple(map(Rep, range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, faults,
                     secondary))
-    return out, primary, (values, faults, secondary)
+    return out, primary, _Columns(values, faults, ex.secondary, lows, highs)
 
 
 def measure_reps(
@@ -166,27 +180,33 @@ _DIGITS = np.array([d for _, d in _ROUNDED])
 _ROWS_3, _ROWS_1 = np.flatnonzero(_DIGITS == 3), np.flatnonzero(_DIGITS == 1)
 
 
-def _json(
-    values: np.ndarray, faults: list[tuple[str, ...]], secondary: list[tuple[tuple[str, float, float], ...]]
-) -> list[dict[str, object]]:
-    # the rows of to_json from the numeric fields (10, k) in _ROUNDED's order, NaN for None; the
-    # fields rounded to 3 digits in one array, those to 1 digit with the secondary angles in another
-    k = values.shape[1]
-    flat = np.array([v for s in secondary for _, lo, hi in s for v in (lo, hi)], np.float64)
-    r3 = _rounded_array(values[_ROWS_3].ravel(), 3)
-    r1 = _rounded_array(np.concatenate([values[_ROWS_1].ravel(), flat]), 1)
+def _json(c: _Columns) -> list[dict[str, object]]:
+    # the rows of to_json from the columns; the fields rounded to 3 digits in one array, those to
+    # 1 digit with the secondary angles in another; each secondary angle's {min, max} built by column
+    k, q = c.values.shape[1], len(c.names)
+    r3 = _rounded_array(c.values[_ROWS_3].ravel(), 3)
+    r1 = _rounded_array(np.concatenate([c.values[_ROWS_1].ravel(), np.stack([c.lows, c.highs], 1).ravel()]), 1)
     cols: list[list[float | None]] = [[]] * len(_ROUNDED)
-    for j, c in enumerate(_ROWS_3.tolist()):
-        cols[c] = r3[j * k : (j + 1) * k]
-    for j, c in enumerate(_ROWS_1.tolist()):
-        cols[c] = r1[j * k : (j + 1) * k]
-    bounds = iter(r1[len(_ROWS_1) * k :])
-    second = [{name: {"min_deg": next(bounds), "max_deg": next(bounds)} for name, _, _ in s} for s in secondary]
+    for j, row in enumerate(_ROWS_3.tolist()):
+        cols[row] = r3[j * k : (j + 1) * k]
+    for j, row in enumerate(_ROWS_1.tolist()):
+        cols[row] = r1[j * k : (j + 1) * k]
+    at = len(_ROWS_1) * k  # then per angle: its k minima, its k maxima
+    bounds = [[{"min_deg": lo, "max_deg": hi} for lo, hi in zip(r1[at + 2 * i * k : at + (2 * i + 1) * k],
+                                                               r1[at + (2 * i + 1) * k : at + (2 * i + 2) * k],
+                                                               strict=True)]
+              for i in range(q)]
+    second: list[dict[str, object]] = [{} for _ in range(k)]
+    if q == 2:
+        a, b = c.names
+        second = [{a: x, b: y} for x, y in zip(*bounds, strict=True)]
+    elif q:
+        second = [dict(zip(c.names, row, strict=True)) for row in zip(*bounds, strict=True)]
     return [
-        {"index": i, "start_s": a, "peak_s": b, "end_s": c, "rom_deg": d, "eccentric_s": e, "pause_s": f,
+        {"index": i, "start_s": a, "peak_s": b, "end_s": e, "rom_deg": d, "eccentric_s": ec, "pause_s": f,
          "concentric_s": g, "peak_velocity_dps": h, "asymmetry_deg": u, "confidence": v, "faults": list(fl),
          "secondary": sd}
-        for i, a, b, c, d, e, f, g, h, u, v, fl, sd in zip(range(1, k + 1), *cols, faults, second, strict=True)
+        for i, a, b, e, d, ec, f, g, h, u, v, fl, sd in zip(range(1, k + 1), *cols, c.faults, second, strict=True)
     ]
 
 
