@@ -228,10 +228,21 @@ def _not_found(job_id: FromPath[str]) -> NotFoundException:
     return NotFoundException(detail=f"no analysis {job_id!r} for this API key")
 
 
-async def _own(service: Service, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Job:
-    job = await service.store.get_job(job_id, request.user.id)
+async def _own(service: Service, request: Request[Any, Any, Any], job_id: str) -> Job:
+    """The caller's job. A finished job never changes (only a delete ends it), so it is kept in
+    memory for ``ENDED_S``: status polls and file downloads of finished jobs skip the database."""
+    owner = request.user.id
+    now = time.monotonic()
+    kept = _ended.get(job_id)
+    if kept is not None and now - kept[0] < ENDED_S and kept[1].owner == owner:
+        return kept[1]
+    job = await service.store.get_job(job_id, owner)
     if job is None:
         raise _not_found(job_id)
+    if job.status in TERMINAL:
+        if len(_ended) >= ENDED_MAX:
+            _ended.clear()
+        _ended[job_id] = (now, job)
     return job
 
 

@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from time import time
 from typing import Any
 
+import anyio
 from litestar import Request
+from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
 from litestar.serialization import decode_json, encode_json
 from litestar.stores.base import Store
+from litestar.types import Receive, Scope, Send
 
 from .settings import Limit
 
 POST_PATHS = ("/v1/analyses", "/v1/recommendations")
+MAX_LOCKS = 10_000
 
 
 def caller(request: Request[Any, Any, Any]) -> str:
@@ -33,9 +37,36 @@ def caller(request: Request[Any, Any, Any]) -> str:
 
 
 class WindowLimit(RateLimitMiddleware):
-    """Litestar's middleware with a window of any length (``config.window_s``)."""
+    """Litestar's middleware with a window of any length (``config.window_s``) and a lock per
+    caller instead of one for all: Litestar's single lock is held across the store's awaits, so
+    with many callers every request queued behind all the others (a convoy: seconds at 100
+    concurrent users). A caller's own requests still update its history one at a time."""
 
     config: WindowConfig
+    _locks: dict[str, anyio.Lock]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope["litestar_app"]
+        request: Request[Any, Any, Any] = app.request_class(scope)
+        store = self.config.get_store_from_app(app)
+        if await self.should_check_request(request=request):
+            key = self.cache_key_from_request(request)
+            locks = self.__dict__.setdefault("_locks", {})
+            if len(locks) > MAX_LOCKS:
+                for k in [k for k, lk in locks.items() if not lk.locked()]:
+                    del locks[k]
+            lock = locks.setdefault(key, anyio.Lock())
+            async with lock:
+                cache_object = await self.retrieve_cached_history(key, store)
+                if len(cache_object.history) >= self.max_requests:
+                    raise TooManyRequestsException(
+                        headers=self.create_response_headers(cache_object=cache_object)
+                        if self.config.set_rate_limit_headers else None
+                    )
+                await self.set_cached_history(key=key, cache_object=cache_object, store=store)
+            if self.config.set_rate_limit_headers:
+                send = self.create_send_wrapper(send=send, cache_object=cache_object)
+        await self.app(scope, receive, send)
 
     async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
         now = int(time())

@@ -8,6 +8,7 @@ serving, and counts the replacements for ``/health/ready`` and metrics.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -15,6 +16,8 @@ from pipeline.infer import InferOptions, warm
 from pipeline.pool import make_pool, prestart, terminate
 
 log = logging.getLogger(__name__)
+
+WORKER_NICE = 5
 
 
 class PoolHolder:
@@ -33,6 +36,15 @@ class PoolHolder:
         prestart(pool, self.workers)
         for fut in [pool.submit(warm, self.options) for _ in range(self.workers)]:
             fut.result(timeout=120)
+        self._lower_priority()
+
+    def _lower_priority(self) -> None:
+        """Inference yields the CPU to the API process: a status poll should not wait behind a frame."""
+        for pid in self.pids():
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICE)
+            except OSError:  # not permitted here: leave it
+                pass
 
     def executor(self) -> Executor:
         with self._lock:
@@ -55,6 +67,7 @@ class PoolHolder:
             self.replaced += 1
         self._pool = make_pool(self.workers, self.options)
         prestart(self._pool, self.workers)
+        threading.Timer(5.0, self._lower_priority).start()  # once the new workers exist
 
     def alive(self) -> int:
         """Worker processes alive now."""

@@ -248,3 +248,24 @@ def test_upload_limits_413_and_full_queue_503(xdg_cache: Path, tmp_path: Path, d
         full = _upload(client, key, dev_dir / "pushup_kaiakol_2.mp4")
         assert full.status_code == 503 and int(full.headers["retry-after"]) > 0
         assert "queue is full" in full.json()["detail"]
+
+
+def test_finished_jobs_are_read_from_memory(served, dev_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    client, alice, bob = served
+    job_id = _upload(client, alice, dev_dir / "squat_kaiakol_1.mp4", exercise="squat", fps="0").json()["id"]
+    _follow(client, alice, job_id)
+    store = client.app.state.service.store
+    calls = []
+    real = store.get_job
+
+    async def counted(*args):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        return await real(*args)
+
+    monkeypatch.setattr(store, "get_job", counted)
+    for _ in range(5):
+        assert client.get(f"/v1/analyses/{job_id}", headers=alice).json()["status"] == "done"
+    assert len(calls) <= 1
+    assert client.get(f"/v1/analyses/{job_id}", headers=bob).status_code == 404  # the memory checks the owner too
+    assert client.delete(f"/v1/analyses/{job_id}", headers=alice).status_code == 204
+    assert client.get(f"/v1/analyses/{job_id}", headers=alice).status_code == 404
