@@ -412,12 +412,25 @@ def _min_from(a: np.ndarray, lo: int, hi: int) -> float:
 
 
 @njit(cache=True)
+def _bin_members(buf: np.ndarray, n: int, bins: np.ndarray, target: int, size: int) -> np.ndarray:
+    # the size values of buf[:n] in bin target, in a new array (one spare slot: the stores are
+    # unconditional, so the test whether a value belongs is not a branch to predict)
+    out = np.empty(size + 1, buf.dtype)
+    m = 0
+    for i in range(n):
+        out[min(m, size)] = buf[i]
+        m += bins[i] == target
+    return out
+
+
+@njit(cache=True)
 def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
     """The k-th and (k+1)-th smallest of buf[:n] (0-based; both the last when k == n - 1).
     No NaN; reorders buf.
 
     Long inputs are first counted into bins between their min and max (the bin of a value
-    never decreases as the value grows), then only the bin holding rank k is selected in.
+    never decreases as the value grows), then only the bin holding rank k is selected in (and,
+    when rank k + 1 is the next bin's, that bin's minimum taken).
     """
     if n <= 512:
         a = _select(buf, k, 0, n - 1)
@@ -433,11 +446,16 @@ def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
     if not np.isfinite(width):
         a = _select(buf, k, 0, n - 1)
         return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
-    bins = n // 8
-    scale = bins / width
-    counts = np.zeros(bins + 1, np.int64)
+    nbins = n // 8
+    scale = nbins / width
+    last = np.int32(nbins - 1)
+    bins = np.empty(n, np.int32)  # each value's bin, in a loop of its own (it vectorizes)
     for i in range(n):
-        counts[min(int((buf[i] - lo) * scale), bins - 1)] += 1
+        b = np.int32((buf[i] - lo) * scale)
+        bins[i] = b if b < last else last
+    counts = np.zeros(nbins, np.int64)
+    for i in range(n):
+        counts[bins[i]] += 1
     below = 0
     target = 0
     while below + counts[target] <= k:
@@ -445,19 +463,16 @@ def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
         target += 1
     rank = k - below
     size = counts[target]
-    tmp = np.empty(size + 1)
-    after = np.inf  # the smallest value above the target bin
-    m = 0
-    for i in range(n):  # without branches: the bin test is a coin toss for the predictor
-        v = buf[i]
-        b = min(int((v - lo) * scale), bins - 1)
-        tmp[min(m, size)] = v
-        m += b == target
-        after = v if ((b > target) & (v < after)) else after
+    tmp = _bin_members(buf, n, bins, target, size)
     a = _select(tmp, rank, 0, size - 1)
     if k + 1 >= n:
         return a, a
-    return a, (_min_from(tmp, rank + 1, size) if rank + 1 < size else after)
+    if rank + 1 < size:
+        return a, _min_from(tmp, rank + 1, size)
+    nxt = target + 1  # rank k + 1 is the smallest value of the next bin that has any
+    while counts[nxt] == 0:
+        nxt += 1
+    return a, _min_from(_bin_members(buf, n, bins, nxt, counts[nxt]), 0, counts[nxt])
 
 
 @njit(cache=True)
@@ -1303,19 +1318,17 @@ def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> flo
 @njit(cache=True)
 def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
     """np.median of x over the posed frames, in x's precision (NaN when none)."""
-    buf = np.empty(x.shape[0], x.dtype)  # float32 stays float32, as numpy's median of float32 does
+    buf = np.empty(x.shape[0] + 1, x.dtype)  # float32 stays float32, as numpy's median of float32 does
     k = 0
     for i in range(x.shape[0]):
-        if posed[i]:
-            buf[k] = x[i]
-            k += 1
+        buf[k] = x[i]
+        k += posed[i]
     if k == 0:
         return np.nan
     half = k >> 1
     if k & 1:
-        return float(_select(buf, half, 0, k - 1))
-    a = _select(buf, half - 1, 0, k - 1)
-    b = _min_from(buf, half, k)
+        return float(_order_pair(buf, k, half)[0])
+    a, b = _order_pair(buf, k, half - 1)
     return float(a + b) / 2.0  # halving is exact: the same value as numpy's float32 mean
 
 
