@@ -7,6 +7,7 @@ import json
 import secrets
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,43 @@ FILES = {"annotated.mp4": "video/mp4", "reps.png": "image/png", "angles.csv": "t
 
 
 _ended: dict[str, tuple[float, Job]] = {}
+SMALL_FILE = 2 << 20  # artifacts up to this size are served from memory once read
+
+
+class _SmallFiles:
+    """Artifact bytes by path, LRU bounded in bytes. Files are written once (to a temporary
+    folder renamed into place) and removed only with their last analysis, so bytes never go stale
+    while a job that names them exists."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        data = self.items.get(key)
+        if data is not None:
+            self.items.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self.drop(key)
+        self.items[key] = data
+        self.size += len(data)
+        while self.size > self.limit and self.items:
+            _, old = self.items.popitem(last=False)
+            self.size -= len(old)
+
+    def drop_under(self, folder: str) -> None:
+        for key in [k for k in self.items if k.startswith(folder)]:
+            self.drop(key)
+
+    def drop(self, key: str) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+
+
+_small_files = _SmallFiles(64 << 20)
 
 
 class Unprocessable(ClientException):
@@ -200,6 +238,7 @@ class Analyses(Controller):
             Path(job.upload_path).unlink(missing_ok=True)
         if job.result_key and await service.store.done_with_key(job.result_key) is None:
             out = artifact_dir(service.settings.server.artifacts, job)
+            _small_files.drop_under(str(out) + "/")
             await asyncio.to_thread(shutil.rmtree, out, True)
 
     @get("/{job_id:str}/events", summary="Server-Sent Events: progress, then the final state")
@@ -219,8 +258,19 @@ class Analyses(Controller):
             raise ClientException(status_code=409, detail=f"analysis {job_id} is {job.status}: its files exist "
                                                           "once it is done")
         path = artifact_dir(service.settings.server.artifacts, job) / name
-        if not path.exists():
-            raise NotFoundException(detail=f"{name} of analysis {job_id} is not available (not rendered)")
+        small = _small_files.get(str(path))
+        if small is not None:
+            return Response(small, media_type=FILES[name],
+                            headers={"Content-Disposition": f'inline; filename="{name}"'})
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFoundException(detail=f"{name} of analysis {job_id} is not available (not rendered)") from None
+        if size <= SMALL_FILE:  # the chart, the CSV and the JSON: from memory after the first read
+            data = await asyncio.to_thread(path.read_bytes)
+            _small_files.put(str(path), data)
+            return Response(data, media_type=FILES[name],
+                            headers={"Content-Disposition": f'inline; filename="{name}"'})
         return File(path, media_type=FILES[name], filename=name, content_disposition_type="inline")
 
 
