@@ -20,7 +20,9 @@ neither the byte cache nor the per-pixel cache of ``/v1/frames`` can answer them
 Load: ``--users`` virtual users for ``--duration`` seconds. Each deals itself a shuffled deck of
 the mix (``--mix``; default 45% status polls, 10% analysis.json, 10% reps.png, 5% list, 15%
 cached frame posts, 10% uncached frame posts, 5% uploads of a setup clip, which hit the
-whole-result cache) and sleeps a random think time (``--think-ms``) between requests. At the
+whole-result cache) and sleeps a random think time (``--think-ms``, default 1-2 s: a person
+polling a job or opening a result; 10-50 ms turns the users into a flood, a stress test whose
+latencies are set by queueing on two cores) between requests. At the
 deadline no new request starts; requests in flight get ``--grace`` seconds, then are cut off
 (reported as ``cut_off``, not as errors).
 
@@ -779,8 +781,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    f"from {DEV_DIR})")
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     p.add_argument("--markdown", type=Path, default=None, help="write the markdown table here")
-    p.add_argument("--think-ms", type=float, nargs=2, default=(10.0, 50.0), metavar=("MIN", "MAX"),
-                   help="random pause between a user's requests (default 10 50)")
+    p.add_argument("--think-ms", type=float, nargs=2, default=(1000.0, 2000.0), metavar=("MIN", "MAX"),
+                   help="random pause between a user's requests (default 1000 2000: a person following a job; "
+                   "10 50 floods the server instead, a stress test)")
     p.add_argument("--mix", type=_mix, default=dict(DEFAULT_MIX),
                    help="route=weight,... (default " + ",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()) + ")")
     p.add_argument("--fresh-uploads", action="store_true",
