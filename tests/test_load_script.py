@@ -19,7 +19,8 @@ ROUTES = {"status", "analysis_json", "reps_png", "list", "frame_cached", "frame_
 def test_short_run_covers_every_route_without_errors(dev_dir: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
     out, md = tmp_path / "load.json", tmp_path / "load.md"
     cmd = [sys.executable, str(REPO / "benchmarks" / "load.py"), "--start", "--users", "5", "--duration", "3",
-           "--video", str(dev_dir / "squat_kaiakol_1.mp4"), "--json", str(out), "--markdown", str(md), "--seed", "1"]
+           "--video", str(dev_dir / "squat_kaiakol_1.mp4"), "--json", str(out), "--markdown", str(md), "--seed", "1",
+           "--think-ms", "10", "50"]  # short thinks: every route gets requests in 3 s
     res = subprocess.run(cmd, cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=180,
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
