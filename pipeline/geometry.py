@@ -9,10 +9,16 @@ stage measures per frame:
   the hip midpoint's x, from which :mod:`pipeline.reps` tells walking from exercising;
 - the shoulder and hip lines in the world and the shoulders' order in the image, from
   which :mod:`pipeline.classify` reads the camera view.
+
+Frames are independent: a long clip is measured in two halves at once, the second on a
+short-lived thread of its own (the kernel releases the GIL): about 1.6x faster when a second
+core is free, about the same when none is.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +62,45 @@ class Geometry:
     detected: int
 
 
+SPLIT_FRAMES = 4096  # clips at least this long are measured in two halves at once (one on another thread)
+_into: Callable[..., int] = kernels.pose_geometry_into
+
+
 def _run(pose: PoseSeries, what: int) -> tuple[Any, ...]:
-    return kernels.pose_geometry(
-        np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
-        float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES,
-    )
+    """:func:`pipeline.kernels.pose_geometry` of ``pose``; long clips in two halves at once."""
+    args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
+            float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES)
+    n = len(pose)
+    out = kernels.geometry_tables(n, len(angles.TRIPLES), what, args[1])
+    if n < SPLIT_FRAMES:
+        found = _into(*args, 0, n, *out)
+    else:
+        found = sum(_halves(args, out, n))
+    raw, vis, gated, *rest = out
+    return (raw.T, vis.T, gated.T, *rest, found)
+
+
+def _halves(args: tuple[Any, ...], out: tuple[np.ndarray, ...], n: int) -> tuple[int, int]:
+    # frames mid..n on a thread of its own while this one measures 0..mid (the kernel releases the GIL)
+    mid = n // 2
+    late: list[int] = []
+    failed: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            late.append(_into(*args, mid, n, *out))
+        except BaseException as exc:  # re-raised on the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=second, name="geometry", daemon=True)
+    worker.start()
+    try:
+        early = _into(*args, 0, mid, *out)
+    finally:
+        worker.join()
+    if failed:
+        raise failed[0]
+    return early, late[0]
 
 
 def measure(pose: PoseSeries) -> Geometry:

@@ -696,6 +696,90 @@ def _block_scale(
         mid[f] = ((0.0 + x23[f] * aspect) + x24[f] * aspect) / 2.0
 
 
+@njit(cache=True)
+def geometry_tables(
+    n: int, m: int, what: int, xy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Empty outputs of :func:`pose_geometry_into` for n frames and m angles (the parts ``what``
+    leaves out have no frames): raw, vis, gated (m, n) sharing one buffer 1 KiB apart modulo
+    4 KiB (stores to one would otherwise stall loads from another at the same page offset), ppm,
+    hip_x (n,), line_dx, line_dz (2, n), posed (n,), pair_x (n,) in xy's precision."""
+    na, ns, nl = n if what & ANGLES else 0, n if what & SCALE else 0, n if what & LINES else 0
+    span = (m * na + 511) // 512 * 512 + 128  # 4 KiB multiples plus 1 KiB
+    buf = np.empty(3 * span)
+    raw = buf[: m * na].reshape(m, na)
+    vis = buf[span : span + m * na].reshape(m, na)
+    gated = buf[2 * span : 2 * span + m * na].reshape(m, na)
+    return (raw, vis, gated, np.empty(ns), np.empty(ns), np.empty((2, nl)), np.empty((2, nl)), np.zeros(nl, np.bool_),
+            np.empty(nl, xy.dtype))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pose_geometry_into(
+    world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
+    triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
+    lines: np.ndarray, lo: int, hi: int, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray, ppm: np.ndarray,
+    hip_x: np.ndarray, line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray, pair_x: np.ndarray,
+) -> int:
+    """:func:`pose_geometry` of frames lo..hi, written into the outputs of :func:`geometry_tables`
+    (raw, vis, gated untransposed); returns how many of them have a pose in the image. Frames
+    are independent, so ranges can be measured at the same time (the GIL is released)."""
+    m = triples.shape[0]
+    do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
+    need_w = np.zeros(36, np.bool_)
+    need_xy = np.zeros(33, np.bool_)
+    need_v = np.zeros(33, np.bool_)
+    vis_rows = np.zeros((m, 4), np.int64)  # up to 4 landmarks; pads repeat the first
+    if do_angles:
+        for j in range(m):
+            for q in range(3):
+                need_w[triples[j, q]] = True
+            for q in range(4):
+                r = vis_idx[j, min(q, vis_idx.shape[1] - 1)]
+                vis_rows[j, q] = r if r >= 0 else vis_idx[j, 0]
+                need_v[vis_rows[j, q]] = True
+        if need_w[33] or need_w[34] or need_w[35]:
+            need_w[11] = need_w[12] = need_w[23] = need_w[24] = True
+    if do_scale:
+        need_xy[23] = need_xy[24] = True
+        for q in range(seg_a.shape[0]):
+            need_w[seg_a[q]] = need_w[seg_b[q]] = need_xy[seg_a[q]] = need_xy[seg_b[q]] = True
+    if do_lines:
+        for q in range(4):
+            need_w[lines[q]] = True
+    ow, ox, ov = _others(need_w[:33], 3), _others(need_xy, 2), _others(need_v, 1)
+    n = world.shape[0]
+    fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
+    flat_pts, flat_pix, flat_lv = np.zeros(108 * _STRIDE), np.zeros(66 * _STRIDE), np.zeros(33 * _STRIDE)
+    pts = flat_pts.reshape(108, _STRIDE)  # row 3 * landmark + coordinate
+    pix = flat_pix.reshape(66, _STRIDE)  # row 2 * landmark + coordinate
+    lv = flat_lv.reshape(33, _STRIDE)
+    cos = np.empty(_STRIDE)
+    best = np.empty((2, _STRIDE))
+    long2 = _sqrt_limit(0.05)
+    found = 0
+    for start in range(lo, hi, _BLOCK):
+        size = min(_BLOCK, hi - start)
+        found += _copy_block(fw, fx, visibility, start, size, flat_pts, flat_pix, flat_lv, ow, ox, ov)
+        if do_angles:
+            _block_angles(pts, lv, cos, size, start, triples, vis_rows, visible, raw, vis, gated)
+        if do_scale:
+            _block_scale(pts, pix, size, start, aspect, seg_a, seg_b, long2, best, ppm, hip_x)
+        if do_lines:
+            for row in range(2):
+                a, b = 3 * lines[2 * row], 3 * lines[2 * row + 1]
+                xa, xb, za, zb = pts[a], pts[b], pts[a + 2], pts[b + 2]
+                dx, dz = line_dx[row, start : start + size], line_dz[row, start : start + size]
+                for f in range(size):
+                    dx[f] = abs(xb[f] - xa[f])
+                    dz[f] = abs(zb[f] - za[f])
+            nose = pts[0]
+            for f in range(size):
+                posed[start + f] = np.isfinite(nose[f])
+                pair_x[start + f] = fx[start + f, 2 * lines[0]] - fx[start + f, 2 * lines[1]]
+    return found
+
+
 @njit(cache=True, error_model="numpy")
 def pose_geometry(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
@@ -722,72 +806,12 @@ def pose_geometry(
 
     Blocks of frames are copied to one row per coordinate first, so the loops over frames
     vectorize, and each frame's landmarks are read from memory once for all parts. The (n, m)
-    arrays are column-major: an angle's frames are contiguous, as its readers want them; the
-    three share one buffer, 1 KiB apart modulo 4 KiB (stores to one would otherwise stall loads
-    from another at the same page offset).
+    arrays are column-major: an angle's frames are contiguous, as its readers want them.
     """
-    n, m = world.shape[0], triples.shape[0]
-    do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
-    need_w = np.zeros(36, np.bool_)
-    need_xy = np.zeros(33, np.bool_)
-    need_v = np.zeros(33, np.bool_)
-    vis_rows = np.zeros((m, 4), np.int64)  # up to 4 landmarks; pads repeat the first
-    if do_angles:
-        for j in range(m):
-            for q in range(3):
-                need_w[triples[j, q]] = True
-            for q in range(4):
-                r = vis_idx[j, min(q, vis_idx.shape[1] - 1)]
-                vis_rows[j, q] = r if r >= 0 else vis_idx[j, 0]
-                need_v[vis_rows[j, q]] = True
-        if need_w[33] or need_w[34] or need_w[35]:
-            need_w[11] = need_w[12] = need_w[23] = need_w[24] = True
-    if do_scale:
-        need_xy[23] = need_xy[24] = True
-        for q in range(seg_a.shape[0]):
-            need_w[seg_a[q]] = need_w[seg_b[q]] = need_xy[seg_a[q]] = need_xy[seg_b[q]] = True
-    if do_lines:
-        for q in range(4):
-            need_w[lines[q]] = True
-    ow, ox, ov = _others(need_w[:33], 3), _others(need_xy, 2), _others(need_v, 1)
-    fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
-    flat_pts, flat_pix, flat_lv = np.zeros(108 * _STRIDE), np.zeros(66 * _STRIDE), np.zeros(33 * _STRIDE)
-    pts = flat_pts.reshape(108, _STRIDE)  # row 3 * landmark + coordinate
-    pix = flat_pix.reshape(66, _STRIDE)  # row 2 * landmark + coordinate
-    lv = flat_lv.reshape(33, _STRIDE)
-    cos = np.empty(_STRIDE)
-    na, ns, nl = n if do_angles else 0, n if do_scale else 0, n if do_lines else 0
-    span = (m * na + 511) // 512 * 512 + 128  # 4 KiB multiples plus 1 KiB
-    buf = np.empty(3 * span)
-    raw = buf[: m * na].reshape(m, na)  # returned transposed
-    vis = buf[span : span + m * na].reshape(m, na)
-    gated = buf[2 * span : 2 * span + m * na].reshape(m, na)
-    ppm, hip_x = np.empty(ns), np.empty(ns)
-    best = np.empty((2, _STRIDE))
-    long2 = _sqrt_limit(0.05)
-    line_dx, line_dz = np.empty((2, nl)), np.empty((2, nl))
-    posed = np.zeros(nl, np.bool_)
-    pair_x = np.empty(nl, xy.dtype)
-    found = 0
-    for start in range(0, n, _BLOCK):
-        size = min(_BLOCK, n - start)
-        found += _copy_block(fw, fx, visibility, start, size, flat_pts, flat_pix, flat_lv, ow, ox, ov)
-        if do_angles:
-            _block_angles(pts, lv, cos, size, start, triples, vis_rows, visible, raw, vis, gated)
-        if do_scale:
-            _block_scale(pts, pix, size, start, aspect, seg_a, seg_b, long2, best, ppm, hip_x)
-        if do_lines:
-            for row in range(2):
-                a, b = 3 * lines[2 * row], 3 * lines[2 * row + 1]
-                xa, xb, za, zb = pts[a], pts[b], pts[a + 2], pts[b + 2]
-                dx, dz = line_dx[row, start : start + size], line_dz[row, start : start + size]
-                for f in range(size):
-                    dx[f] = abs(xb[f] - xa[f])
-                    dz[f] = abs(zb[f] - za[f])
-            nose = pts[0]
-            for f in range(size):
-                posed[start + f] = np.isfinite(nose[f])
-                pair_x[start + f] = fx[start + f, 2 * lines[0]] - fx[start + f, 2 * lines[1]]
+    n = world.shape[0]
+    raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x = geometry_tables(n, triples.shape[0], what, xy)
+    found = pose_geometry_into(world, xy, visibility, aspect, what, triples, vis_idx, visible, seg_a, seg_b, lines,
+                               0, n, raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x)
     return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x, found
 
 
@@ -1028,12 +1052,36 @@ def refine_reps(s: np.ndarray, reps: np.ndarray, rest_band: float) -> np.ndarray
 
 
 @njit(cache=True)
+def _in_order(rows: np.ndarray) -> bool:
+    # every row non-empty (start < end) and ending at or before the next one starts
+    for r in range(rows.shape[0]):
+        if rows[r, 0] >= rows[r, 2] or (r > 0 and rows[r - 1, 2] > rows[r, 0]):
+            return False
+    return True
+
+
+@njit(cache=True)
 def add_disjoint(reps: np.ndarray, extra: np.ndarray) -> np.ndarray:
     """reps followed by each row of extra that overlaps none of the rows kept so far
-    (rows (start, peak, end); touching is not overlapping)."""
+    (rows (start, peak, end); touching is not overlapping).
+
+    Counted reps come in time order without overlaps (both sets): then no row of extra can
+    overlap another, and one sweep over reps finds each one's only candidate. Otherwise every
+    pair is checked.
+    """
     out = np.empty((reps.shape[0] + extra.shape[0], 3), np.int64)
     m = reps.shape[0]
     out[:m] = reps
+    if _in_order(reps) and _in_order(extra):
+        p = 0
+        for e in range(extra.shape[0]):
+            a, b = extra[e, 0], extra[e, 2]
+            while p < reps.shape[0] and reps[p, 2] <= a:  # ends at or before a: overlaps no later row
+                p += 1
+            if p == reps.shape[0] or not min(reps[p, 2], b) > max(reps[p, 0], a):
+                out[m] = extra[e]
+                m += 1
+        return out[:m].copy()
     for e in range(extra.shape[0]):
         a, b = extra[e, 0], extra[e, 2]
         free = True

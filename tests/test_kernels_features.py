@@ -162,6 +162,34 @@ def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
     assert got[8].dtype == pose.xy.dtype
 
 
+@pytest.mark.parametrize("what", (1, 2, 4, 7))
+def test_pose_geometry_in_ranges_is_the_whole(what: int) -> None:
+    """Frames measured in ranges (as geometry measures long clips, two at once) give the whole's answer."""
+    pose = POSES["random"]
+    args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
+            float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE,
+            geometry._SEG_A, geometry._SEG_B, geometry._LINES)
+    want = kernels.pose_geometry(*args)
+    out = kernels.geometry_tables(len(pose), len(angles.TRIPLES), what, args[1])
+    found = sum(kernels.pose_geometry_into(*args, lo, hi, *out) for lo, hi in ((0, 77), (77, 200), (200, len(pose))))
+    raw, vis, gated, *rest = out
+    same((raw.T, vis.T, gated.T, *rest, found), want)
+
+
+def test_long_clips_are_measured_in_halves() -> None:
+    """geometry.measure splits clips of SPLIT_FRAMES or more between two threads: same answer."""
+    base = POSES["squat"]
+    k = geometry.SPLIT_FRAMES // len(base) + 1
+    pose = PoseSeries(np.arange(k * len(base)), np.arange(k * len(base)) / 30.0, np.concatenate([base.xy] * k),
+                      np.concatenate([base.visibility] * k), np.concatenate([base.world] * k), base.aspect)
+    got = geometry.measure(pose)
+    want = kernels.pose_geometry(np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy),
+                                 np.ascontiguousarray(pose.visibility), float(pose.aspect), 7, angles.TRIPLES,
+                                 angles.VIS_COLUMNS, angles.VISIBLE, geometry._SEG_A, geometry._SEG_B, geometry._LINES)
+    same((got.raw, got.vis, got.table.values, got.scale, got.hip_x, got.line_dx, got.line_dz, got.posed,
+          got.shoulders_x, got.detected), want)
+
+
 def test_joint_angles_of_special_frames_are_exact() -> None:
     """Right angle, straight, folded (cosines of exactly 0, -1 and 1) and degenerate arms."""
     pts = np.zeros((4, 3, 3))
@@ -305,6 +333,18 @@ def test_add_disjoint(seed: int) -> None:
     extra = np.stack([s2, s2 + 4, s2 + rng.integers(5, 40, 15)], axis=1).astype(np.int64)
     same(kernels.add_disjoint(base, extra), reference.add_disjoint(base, extra))
     same(kernels.add_disjoint(base[:0], extra), reference.add_disjoint(base[:0], extra))
+    # counted reps: in time order without overlaps (touching allowed), as each count gives them
+    base, extra = ordered_reps(rng, 40), ordered_reps(rng, 50)
+    assert kernels._in_order(base) and kernels._in_order(extra)
+    for a, b in ((base, extra), (extra, base), (base, base[::2]), (base[:0], extra), (base, extra[:0])):
+        same(kernels.add_disjoint(a, b), reference.add_disjoint(a, b))
+
+
+def ordered_reps(rng: np.random.Generator, k: int) -> np.ndarray:
+    """k rows (start, peak, end) in time order, each ending at or before the next starts (gaps of 0..30)."""
+    length = rng.integers(2, 60, k)
+    start = np.cumsum(np.concatenate([[0], length[:-1]]) + rng.integers(0, 31, k) * (rng.random(k) < 0.7))
+    return np.stack([start, start + 1, start + length], axis=1).astype(np.int64)
 
 
 @pytest.mark.parametrize("seed", range(4))
