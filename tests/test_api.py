@@ -269,3 +269,19 @@ def test_finished_jobs_are_read_from_memory(served, dev_dir: Path, monkeypatch: 
     assert client.get(f"/v1/analyses/{job_id}", headers=bob).status_code == 404  # the memory checks the owner too
     assert client.delete(f"/v1/analyses/{job_id}", headers=alice).status_code == 204
     assert client.get(f"/v1/analyses/{job_id}", headers=alice).status_code == 404
+
+
+def test_cors_only_for_configured_origins(xdg_cache: Path, tmp_path: Path) -> None:
+    s = _settings(xdg_cache, tmp_path, FORMCHECK_CORS_ORIGINS="https://coach.example")
+    key = _key(s, "k")
+    with TestClient(create_app(s, workers=1, warm=False, run_jobs=False)) as client:
+        pre = client.options("/v1/analyses", headers={"Origin": "https://coach.example",
+                                                       "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code in (200, 204)
+        assert pre.headers["access-control-allow-origin"] == "https://coach.example"
+        got = client.get("/v1/analyses", headers={**key, "Origin": "https://coach.example"})
+        assert got.headers["access-control-allow-origin"] == "https://coach.example"
+        assert "x-cache" in got.headers["access-control-expose-headers"].lower()
+        other = client.get("/v1/analyses", headers={**key, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
