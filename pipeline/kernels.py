@@ -954,6 +954,57 @@ def levels(
     return lo, hi
 
 
+@njit(cache=True, nogil=True)
+def period_inputs(
+    x: np.ndarray, max_gap: int, half: int, lags: int, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """What the period estimate of a counting signal x needs, in one call: (filled =
+    ``fill_gaps(x, max_gap)``, first = ``smooth(filled, half)``, how many frames of first are finite,
+    ``lag_counts(first, lags)``); y (at least len(x), zeros past it) receives ``centre_finite(first)``,
+    the FFT's input."""
+    filled = fill_gaps(x, max_gap)
+    first = smooth(filled, half)
+    centred, finite = centre_finite(first)
+    y[: x.shape[0]] = centred
+    return filled, first, finite, lag_counts(first, lags)
+
+
+@njit(cache=True)
+def power(f: np.ndarray) -> np.ndarray:
+    """|f|^2 of complex f, as ``f.real**2 + f.imag**2``."""
+    out = np.empty(f.shape)
+    flat, src = out.reshape(-1), f.reshape(-1)
+    for i in range(flat.shape[0]):
+        re, im = src[i].real, src[i].imag
+        flat[i] = re * re + im * im
+    return out
+
+
+@njit(cache=True, nogil=True)
+def settle(
+    filled: np.ndarray, first: np.ndarray, half: int, env_half: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(s, e_lo, e_hi): the counting signal s = ``smooth(filled, half)`` (first itself when
+    half <= 0) and its ``envelope(s, env_half)``."""
+    s = smooth(filled, half) if half > 0 else first
+    e_lo, e_hi = envelope(s, env_half)
+    return s, e_lo, e_hi
+
+
+@njit(cache=True, nogil=True)
+def count_reps(
+    s: np.ndarray, e_lo: np.ndarray, e_hi: np.ndarray, lo_frac: float, hi_frac: float, min_rom: float,
+    min_len: int, max_gap: int, walking: np.ndarray, posture: np.ndarray, walk_share: float, posture_deg: float,
+    rest_band: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, reps): ``levels``, ``segment_reps``, ``valid_reps`` and ``refine_reps`` of the counting
+    signal s with envelope (e_lo, e_hi), in one call."""
+    lo, hi = levels(e_lo, e_hi, lo_frac, hi_frac, min_rom)
+    found = segment_reps(s, lo, hi, min_len, max_gap)
+    keep = valid_reps(s, found, min_rom, walking, posture, walk_share, posture_deg)
+    return lo, hi, refine_reps(s, found[keep], rest_band)
+
+
 # --------------------------------------------------------------------- rep filters
 
 

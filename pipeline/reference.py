@@ -425,6 +425,38 @@ def levels(e_lo: Floats, e_hi: Floats, lo_frac: float, hi_frac: float, min_span:
     return lo, hi
 
 
+def period_inputs(x: Floats, max_gap: int, half: int, lags: int, y: Floats) -> tuple[Floats, Floats, int, Ints]:
+    """(filled, first, finite frames of first, lag counts of first); y receives first centred."""
+    filled = fill_gaps(x, max_gap)
+    first = smooth(filled, half)
+    centred, finite = centre_finite(first)
+    y[: len(x)] = centred
+    return filled, first, finite, lag_counts(first, lags)
+
+
+def power(f: NDArray[np.complex128]) -> Floats:
+    """|f|^2 as numpy writes it."""
+    out: Floats = f.real**2 + f.imag**2
+    return out
+
+
+def settle(filled: Floats, first: Floats, half: int, env_half: int) -> tuple[Floats, Floats, Floats]:
+    """(s, envelope of s): s = smooth(filled, half), or first when half <= 0."""
+    s = smooth(filled, half) if half > 0 else first
+    return (s, *envelope(s, env_half))
+
+
+def count_reps(
+    s: Floats, e_lo: Floats, e_hi: Floats, lo_frac: float, hi_frac: float, min_rom: float, min_len: int,
+    max_gap: int, walking: NDArray[np.bool_], posture: Floats, walk_share: float, posture_deg: float, rest_band: float,
+) -> tuple[Floats, Floats, Ints]:
+    """(lo, hi, reps): levels, segment_reps, valid_reps, refine_reps in turn."""
+    lo, hi = levels(e_lo, e_hi, lo_frac, hi_frac, min_rom)
+    found = segment_reps(s, lo, hi, min_len, max_gap)
+    keep = valid_reps(s, found, min_rom, walking, posture, walk_share, posture_deg)
+    return lo, hi, refine_reps(s, found[keep], rest_band)
+
+
 # ------------------------------------------------------------------ rep filters
 
 

@@ -132,24 +132,34 @@ def dominant_periods(
     the frames ignored) comes from FFTs just long enough for the lags looked at, all signals in
     one transform.
     """
-    out = [(float("nan"), 0.0)] * len(xs)
     if not xs:
-        return out
+        return []
     n = len(xs[0])
     a, b = int(lo_s * fps), min(n - 1, int(hi_s * fps))
-    todo, rows = [], []
+    ys = np.zeros((len(xs), _fft_len(n + b)))
+    finite, counts = [], []
     for i, x in enumerate(xs):
-        y, finite = kernels.centre_finite(np.ascontiguousarray(x, np.float64))
-        if finite >= max(8, int(2 * lo_s * fps)) and b > a + 1:
-            todo.append(i)
-            rows.append(y)
+        y, k = kernels.centre_finite(np.ascontiguousarray(x, np.float64))
+        ys[i, :n] = y
+        finite.append(k)
+        counts.append(kernels.lag_counts(x, max(b, 0)))
+    return _periods(ys, finite, counts, n, fps, lo_s, a, b)
+
+
+def _periods(
+    ys: np.ndarray, finite: list[int], counts: list[np.ndarray], n: int, fps: float, lo_s: float, a: int, b: int
+) -> list[tuple[float, float]]:
+    # (period s, strength) of each row of ys (centred signals, zero-padded to the FFT's length) from
+    # its finite frames and lag counts; (NaN, 0) without enough frames or lags, or without a peak
+    out = [(float("nan"), 0.0)] * len(ys)
+    todo = [i for i in range(len(ys)) if finite[i] >= max(8, int(2 * lo_s * fps)) and b > a + 1]
     if not todo:
         return out
-    size = _fft_len(n + b)
-    f = np.fft.rfft(np.vstack(rows), size, axis=1)
-    ac = np.fft.irfft(f.real**2 + f.imag**2, size, axis=1)[:, :b]
+    size = ys.shape[1]
+    f = np.fft.rfft(ys if len(todo) == len(ys) else ys[todo], size, axis=1)
+    ac = np.fft.irfft(kernels.power(f), size, axis=1)[:, :b]
     for row, i in enumerate(todo):
-        lag, strength = kernels.pick_period(np.ascontiguousarray(ac[row]), kernels.lag_counts(xs[i], b), n, a, b)
+        lag, strength = kernels.pick_period(np.ascontiguousarray(ac[row]), counts[i], n, a, b)
         if lag >= 0:
             out[i] = (lag / fps, strength)
     return out
@@ -193,15 +203,20 @@ class _Prepared:
 def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
     """Each signal (length >= 3) filled, smoothed by its period and enveloped, the periods estimated together."""
     fps = _fps(t)
-    filled = [kernels.fill_gaps(x, max(1, int(MAX_GAP_S * fps))) for x in signals]
-    first = [kernels.smooth(x, max(1, int(round(SMOOTH_S[0] * fps)))) for x in filled]
+    n = len(signals[0])
+    a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))  # dominant_periods' default range
+    ys = np.zeros((len(signals), _fft_len(n + b)))
+    gap, half0 = max(1, int(MAX_GAP_S * fps)), max(1, int(round(SMOOTH_S[0] * fps)))
+    parts = [kernels.period_inputs(x, gap, half0, max(b, 0), ys[i]) for i, x in enumerate(signals)]
+    periods = _periods(ys, [p[2] for p in parts], [p[3] for p in parts], n, fps, 0.5, a, b)
     out = []
-    for x, f, s, (period, _) in zip(signals, filled, first, dominant_periods(first, fps), strict=True):
-        if np.isfinite(period):  # slower movements tolerate (and need) more smoothing
-            s = kernels.smooth(f, max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))))
+    for x, (filled, first, _, _), (period, _) in zip(signals, parts, periods, strict=True):
+        # slower movements tolerate (and need) more smoothing
+        half = max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))) if np.isfinite(period) else 0
         span_s = 2.0 * period if np.isfinite(period) else 4.0
-        half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
-        out.append(_Prepared(x, s, period, fps, *kernels.envelope(s, half)))
+        env_half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
+        s, e_lo, e_hi = kernels.settle(filled, first, half, env_half)
+        out.append(_Prepared(x, s, period, fps, e_lo, e_hi))
     return out
 
 
@@ -212,14 +227,13 @@ def _count_prepared(
     if n < 3:
         e = np.full(n, np.nan)
         return Segmentation(prep.raw, e, e, np.zeros((0, 3), np.int64), float("nan"))
-    s, fps = prep.s, prep.fps
-    lo, hi = kernels.levels(prep.e_lo, prep.e_hi, LO_FRAC, HI_FRAC, min_rom)
-    raw = kernels.segment_reps(s, lo, hi, max(1, int(MIN_REP_S * fps)), max(1, int(MAX_GAP_S * fps)))
-    keep = kernels.valid_reps(
-        s, raw, min_rom, NONE_BOOL if walking is None else walking, NONE_FLOAT if posture is None else posture,
-        WALK_SHARE, POSTURE_DEG,
+    fps = prep.fps
+    lo, hi, reps = kernels.count_reps(
+        prep.s, prep.e_lo, prep.e_hi, LO_FRAC, HI_FRAC, min_rom, max(1, int(MIN_REP_S * fps)),
+        max(1, int(MAX_GAP_S * fps)), NONE_BOOL if walking is None else walking,
+        NONE_FLOAT if posture is None else posture, WALK_SHARE, POSTURE_DEG, REST_BAND,
     )
-    return Segmentation(s, lo, hi, kernels.refine_reps(s, raw[keep], REST_BAND), prep.period)
+    return Segmentation(prep.s, lo, hi, reps, prep.period)
 
 
 def segment(

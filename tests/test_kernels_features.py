@@ -324,6 +324,43 @@ def test_valid_and_refine_reps(seed: int) -> None:
     same(kernels.refine_reps(s, none, 0.03), reference.refine_reps(s, none, 0.03))
 
 
+@pytest.mark.parametrize("case", ("walk-n511", "nans-n600", "nans-n9000", "all-nan", "empty", "constant", "walk-n1"))
+def test_prepare_kernels(case: str) -> None:
+    """The counting signal's preparation in fused calls: period inputs, |FFT|^2, smoothing + envelope."""
+    x = SERIES[case]
+    lags, size = min(len(x), 300), len(x) + 301
+    y_got, y_want = np.zeros(size), np.zeros(size)
+    got, want = kernels.period_inputs(x, 12, 2, lags, y_got), reference.period_inputs(x, 12, 2, lags, y_want)
+    # the kernels' own answers to the bit (the twin's smoothing sums differently: within rounding)
+    filled, first = kernels.fill_gaps(x, 12), kernels.smooth(kernels.fill_gaps(x, 12), 2)
+    centred, finite = kernels.centre_finite(first)
+    same(got, (filled, first, finite, kernels.lag_counts(first, lags)))
+    same(y_got, np.concatenate([centred, np.zeros(size - len(x))]))
+    for g, w in zip(got + (y_got,), want + (y_want,), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+    f = np.fft.rfft(np.vstack([y_got, y_got[::-1]]), axis=1)
+    same(kernels.power(f), reference.power(f))
+    for half, env_half in ((0, 60), (4, 60), (7, 2)):
+        s = kernels.smooth(filled, half) if half else first
+        got3 = kernels.settle(filled, first, half, env_half)
+        same(got3, (s, *kernels.envelope(s, env_half)))
+        for g, w in zip(got3, reference.settle(filled, first, half, env_half), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_count_reps(seed: int) -> None:
+    s, _ = rep_case(seed)
+    e_lo, e_hi = kernels.envelope(s, 60)
+    rng = np.random.default_rng(seed)
+    walking = rng.random(len(s)) < 0.35
+    posture = with_nan_runs(rng.normal(10.0, 40.0, len(s)), seed, 0.2)
+    for min_rom in (25.0, 60.0):
+        for w, p in ((walking, posture), (np.zeros(0, bool), np.zeros(0))):
+            args = (s, e_lo, e_hi, 0.3, 0.55, min_rom, 12, 12, w, p, 0.3, 50.0, 0.03)
+            same(kernels.count_reps(*args), reference.count_reps(*args))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_add_disjoint(seed: int) -> None:
     rng = np.random.default_rng(seed)
