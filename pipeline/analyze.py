@@ -153,17 +153,18 @@ def _motion_evidence(
 
 
 def choose_exercise(
-    cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray, counter: R.Counter | None = None
+    cfg: AnalysisConfig, pose: PoseSeries, raw: np.ndarray, vis: np.ndarray, counter: R.Counter | None = None,
+    geo: geometry.Geometry | None = None,
 ) -> tuple[Exercise, str, float, dict[str, float]]:
     """(exercise, source 'given'|'detected', confidence, scores). ``counter`` shares the counts
-    tried here with the caller's final count."""
+    tried here with the caller's final count; ``geo`` the clip's geometry (with its posture series)."""
     if cfg.exercise == GENERIC:
         return _generic(raw, vis, pose.t), "given", 1.0, {}
     if cfg.exercise != AUTO:
         return EXERCISES[cfg.exercise], "given", 1.0, {}
     if counter is None:
         counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
-    posture = classify.score_exercises(classify.features(pose, raw, angles.NAMES))
+    posture = classify.score_exercises(classify.features(pose, raw, angles.NAMES, geo))
     counter.prepare([EXERCISES[k].components for k, v in posture.items() if v > 0.01])
     scores = {k: v * _motion_evidence(EXERCISES[k], pose, raw, vis, counter) if v > 0.01 else v
               for k, v in posture.items()}
@@ -180,10 +181,10 @@ def finish(
     stride: int, wall_s: float, infer_s: float,
 ) -> Analysis:
     t0 = time.perf_counter()
-    geo = geometry.measure(pose)
+    geo = geometry.measure(pose, posture=cfg.exercise == AUTO)
     raw, vis, table = geo.raw, geo.vis, geo.table
     counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
-    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter)
+    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter, geo)
     seg = counter.count(ex.components, ex.min_rom_deg, R.walking_mask(pose, geo=geo))
     seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
     reps, primary, reps_json = measures.measure_json(ex, table, vis, pose.t, seg.signal, seg.reps)

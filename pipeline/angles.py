@@ -85,7 +85,7 @@ def compute_all(pose: PoseSeries, visible: float = VISIBLE) -> tuple[np.ndarray,
     none = np.zeros(0, np.int64)
     raw, vis, gated, *_ = kernels.pose_geometry(
         np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
-        float(pose.aspect), kernels.ANGLES, TRIPLES, VIS_COLUMNS, visible, none, none, none,
+        float(pose.aspect), kernels.ANGLES, TRIPLES, VIS_COLUMNS, visible, none, none, none, none,
     )
     return raw, vis, AngleTable(NAMES, gated)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import geometry, kernels
-from . import landmarks as L
 from .geometry import Geometry
 from .records import PoseSeries
 
@@ -47,18 +46,17 @@ def _p90(x: np.ndarray) -> float:
     return float(kernels.percentiles(x, _Q_P90, False)[0][0]) if np.isfinite(x).any() else 0.0
 
 
-_LANDMARKS = np.array([L.NOSE, L.L_SHOULDER, L.R_SHOULDER, L.L_WRIST, L.R_WRIST, L.L_HIP, L.R_HIP, L.L_ANKLE,
-                       L.R_ANKLE], np.int64)
-
-
-def features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
-    """Clip-level features: angle ranges (deg), trunk lean (deg), arm height, stance."""
+def features(
+    pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...], geo: Geometry | None = None
+) -> dict[str, float]:
+    """Clip-level features: angle ranges (deg), trunk lean (deg), arm height, stance. ``geo``: the
+    clip's geometry, when measured with its posture series."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN-only frames and columns are expected
-        return _features(pose, raw, names)
+        return _features(pose, raw, names, geo)
 
 
-def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...], geo: Geometry | None) -> dict[str, float]:
 
     def col(name: str) -> np.ndarray:
         return raw[:, names.index(name)]
@@ -66,9 +64,13 @@ def _features(pose: PoseSeries, raw: np.ndarray, names: tuple[str, ...]) -> dict
     def pair(name: str) -> np.ndarray:
         return kernels.pair_mean(raw, names.index(f"left_{name}"), names.index(f"right_{name}"))
 
-    arm_height, split, wrists_up = kernels.posture_series(
-        np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world), float(pose.aspect), _LANDMARKS
-    )
+    if geo is not None and len(geo.arm_height) == len(pose):
+        arm_height, split, wrists_up = geo.arm_height, geo.split, geo.wrists_up
+    else:
+        arm_height, split, wrists_up = kernels.posture_series(
+            np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world), float(pose.aspect),
+            geometry.POSTURE_LANDMARKS,
+        )
     shoulder = pair("shoulder")
     with np.errstate(invalid="ignore"):
         return {

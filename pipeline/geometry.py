@@ -10,14 +10,12 @@ stage measures per frame:
 - the shoulder and hip lines in the world and the shoulders' order in the image, from
   which :mod:`pipeline.classify` reads the camera view.
 
-Frames are independent: a long clip is measured in two halves at once, the second on a
-short-lived thread of its own (the kernel releases the GIL): about 1.6x faster when a second
-core is free, about the same when none is.
+Frames are independent: a long clip's ranges of frames are measured by two threads at once
+(:mod:`pipeline.parallel`), about 1.6x faster when a second core is free.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 
 from . import angles, kernels
 from . import landmarks as L
+from .parallel import map2
 from .records import AngleTable, PoseSeries
 
 SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
@@ -34,6 +33,8 @@ SEGMENTS = (  # rigid body segments (landmark pairs) used to measure image scale
 _SEG_A = np.array([a for a, _ in SEGMENTS], np.int64)
 _SEG_B = np.array([b for _, b in SEGMENTS], np.int64)
 _LINES = np.array([L.L_SHOULDER, L.R_SHOULDER, L.L_HIP, L.R_HIP], np.int64)
+POSTURE_LANDMARKS = np.array([L.NOSE, L.L_SHOULDER, L.R_SHOULDER, L.L_WRIST, L.R_WRIST, L.L_HIP, L.R_HIP, L.L_ANKLE,
+                              L.R_ANKLE], np.int64)  # what kernels.posture_series reads, in its order
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,9 @@ class Geometry:
     posed: (n,) bool, a pose was found.
     shoulders_x: (n,) x(left shoulder) - x(right shoulder) in normalized image coords, in the
     landmarks' precision (float32 from the model).
-    detected: how many frames have a pose in the image (``pose.detected.sum()``)."""
+    detected: how many frames have a pose in the image (``pose.detected.sum()``).
+    arm_height, split, wrists_up: :func:`pipeline.kernels.posture_series` of the clip (for the
+    exercise classifier), when asked for (else empty and 0)."""
 
     raw: np.ndarray
     vis: np.ndarray
@@ -60,54 +63,34 @@ class Geometry:
     posed: np.ndarray
     shoulders_x: np.ndarray
     detected: int
+    arm_height: np.ndarray
+    split: np.ndarray
+    wrists_up: int
 
 
-SPLIT_FRAMES = 4096  # clips at least this long are measured in two halves at once (one on another thread)
-_into: Callable[..., int] = kernels.pose_geometry_into
+_into: Callable[..., tuple[int, int]] = kernels.pose_geometry_into
+CHUNKS = 8  # a long clip's frames in this many ranges, taken in turn by two threads
 
 
 def _run(pose: PoseSeries, what: int) -> tuple[Any, ...]:
-    """:func:`pipeline.kernels.pose_geometry` of ``pose``; long clips in two halves at once."""
+    """:func:`pipeline.kernels.pose_geometry` of ``pose``; a long clip in two halves at once."""
     args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
-            float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES)
+            float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE, _SEG_A, _SEG_B, _LINES,
+            POSTURE_LANDMARKS)
     n = len(pose)
     out = kernels.geometry_tables(n, len(angles.TRIPLES), what, args[1])
-    if n < SPLIT_FRAMES:
-        found = _into(*args, 0, n, *out)
-    else:
-        found = sum(_halves(args, out, n))
+    step = max(kernels.BLOCK, -(-n // CHUNKS) // kernels.BLOCK * kernels.BLOCK)
+    counts = map2(lambda lo: _into(*args, lo, min(lo + step, n), *out), range(0, n, step), n)
     raw, vis, gated, *rest = out
-    return (raw.T, vis.T, gated.T, *rest, found)
+    return (raw.T, vis.T, gated.T, *rest, sum(c[0] for c in counts), sum(c[1] for c in counts))
 
 
-def _halves(args: tuple[Any, ...], out: tuple[np.ndarray, ...], n: int) -> tuple[int, int]:
-    # frames mid..n on a thread of its own while this one measures 0..mid (the kernel releases the GIL)
-    mid = n // 2
-    late: list[int] = []
-    failed: list[BaseException] = []
-
-    def second() -> None:
-        try:
-            late.append(_into(*args, mid, n, *out))
-        except BaseException as exc:  # re-raised on the caller's thread
-            failed.append(exc)
-
-    worker = threading.Thread(target=second, name="geometry", daemon=True)
-    worker.start()
-    try:
-        early = _into(*args, 0, mid, *out)
-    finally:
-        worker.join()
-    if failed:
-        raise failed[0]
-    return early, late[0]
-
-
-def measure(pose: PoseSeries) -> Geometry:
-    """All of :class:`Geometry` for ``pose``."""
-    raw, vis, gated, scale, hip_x, dx, dz, posed, shoulders, found = _run(
-        pose, kernels.ANGLES | kernels.SCALE | kernels.LINES)
-    return Geometry(raw, vis, AngleTable(angles.NAMES, gated), scale, hip_x, dx, dz, posed, shoulders, int(found))
+def measure(pose: PoseSeries, posture: bool = False) -> Geometry:
+    """All of :class:`Geometry` for ``pose`` (the posture series too with ``posture``)."""
+    what = kernels.ANGLES | kernels.SCALE | kernels.LINES | (kernels.POSTURE if posture else 0)
+    raw, vis, gated, scale, hip_x, dx, dz, posed, shoulders, arm, split, found, up = _run(pose, what)
+    return Geometry(raw, vis, AngleTable(angles.NAMES, gated), scale, hip_x, dx, dz, posed, shoulders, int(found),
+                    arm, split, int(up))
 
 
 def scale(pose: PoseSeries) -> tuple[np.ndarray, np.ndarray]:

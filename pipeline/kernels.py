@@ -556,8 +556,8 @@ def pair_mean(raw: np.ndarray, jl: int, jr: int) -> np.ndarray:
 
 # --------------------------------------------------------------- per-frame geometry
 
-_BLOCK, _STRIDE = 64, 72  # frames per block; buffer row length (its buffers stay in L1/L2)
-ANGLES, SCALE, LINES = 1, 2, 4  # what pose_geometry measures (flags)
+BLOCK, _STRIDE = 64, 72  # frames per block; buffer row length (its buffers stay in L1/L2)
+ANGLES, SCALE, LINES, POSTURE = 1, 2, 4, 8  # what pose_geometry measures (flags)
 # The landmarks the features stage reads (shoulders to wrists, hips to ankles, feet) are copied
 # with constant bounds, so the copy loops unroll; any other landmark goes through an index list.
 _ARM0, _ARM1, _LEG0, _LEG1, _FOOT0, _FOOT1 = 11, 17, 23, 29, 31, 33
@@ -696,36 +696,82 @@ def _block_scale(
         mid[f] = ((0.0 + x23[f] * aspect) + x24[f] * aspect) / 2.0
 
 
+@njit(cache=True, error_model="numpy")
+def _block_posture(
+    pts: np.ndarray, pix: np.ndarray, size: int, start: int, aspect: float, lm: np.ndarray, arm: np.ndarray,
+    split: np.ndarray,
+) -> int:
+    # posture_series of the block's frames, its arithmetic to the bit (from the float64 copies of
+    # the landmarks; see there); returns how many have the wrists above the nose
+    nose, ls, rs, lw, rw, lh, rh, la, ra = lm[0], lm[1], lm[2], lm[3], lm[4], lm[5], lm[6], lm[7], lm[8]
+    xls, yls, xrs, yrs = pix[2 * ls], pix[2 * ls + 1], pix[2 * rs], pix[2 * rs + 1]
+    xlh, ylh, xrh, yrh = pix[2 * lh], pix[2 * lh + 1], pix[2 * rh], pix[2 * rh + 1]
+    ylw, yrw, ynose = pix[2 * lw + 1], pix[2 * rw + 1], pix[2 * nose + 1]
+    out_arm, out_split = arm[start : start + size], split[start : start + size]
+    up = 0
+    for f in range(size):
+        sx = ((0.0 + xls[f] * aspect) + xrs[f] * aspect) / 2.0
+        sy = ((0.0 + yls[f]) + yrs[f]) / 2.0
+        hx = ((0.0 + xlh[f] * aspect) + xrh[f] * aspect) / 2.0
+        hy = ((0.0 + ylh[f]) + yrh[f]) / 2.0
+        wy = ((0.0 + ylw[f]) + yrw[f]) / 2.0
+        dx, dy = sx - hx, sy - hy
+        out_arm[f] = (sy - wy) / math.sqrt(dx * dx + dy * dy)
+        up += wy < 0.0 + ynose[f]
+    hx_, hy_, hz_ = pts[3 * lh], pts[3 * lh + 1], pts[3 * lh + 2]  # left hip, left ankle, right ankle
+    ax_, ay_, az_ = pts[3 * la], pts[3 * la + 1], pts[3 * la + 2]
+    bx_, by_, bz_ = pts[3 * ra], pts[3 * ra + 1], pts[3 * ra + 2]
+    sx_, sy_, sz_ = pts[3 * ls], pts[3 * ls + 1], pts[3 * ls + 2]  # left, right shoulder
+    tx_, ty_, tz_ = pts[3 * rs], pts[3 * rs + 1], pts[3 * rs + 2]
+    for f in range(size):
+        lx, ly, lz = hx_[f] - ax_[f], hy_[f] - ay_[f], hz_[f] - az_[f]  # left hip - left ankle
+        leg = math.sqrt((lx * lx + ly * ly) + lz * lz)
+        qx, qy, qz = tx_[f] - sx_[f], ty_[f] - sy_[f], tz_[f] - sz_[f]  # shoulders, right - left
+        norm = math.sqrt((qx * qx + qy * qy) + qz * qz)
+        ux, uy, uz = qx / norm, qy / norm, qz / norm
+        ax, ay, az = bx_[f] - ax_[f], by_[f] - ay_[f], bz_[f] - az_[f]  # ankles, right - left
+        lateral = abs((ax * ux + az * uz) + ay * uy)
+        rest = ((ax * ax + az * az) + ay * ay) - lateral * lateral
+        rest = rest if (rest >= 0.0 or rest != rest) else 0.0  # np.maximum(rest, 0)
+        out_split[f] = math.sqrt(rest) / leg
+    return up
+
+
 @njit(cache=True)
 def geometry_tables(
     n: int, m: int, what: int, xy: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+           np.ndarray, np.ndarray]:
     """Empty outputs of :func:`pose_geometry_into` for n frames and m angles (the parts ``what``
     leaves out have no frames): raw, vis, gated (m, n) sharing one buffer 1 KiB apart modulo
     4 KiB (stores to one would otherwise stall loads from another at the same page offset), ppm,
-    hip_x (n,), line_dx, line_dz (2, n), posed (n,), pair_x (n,) in xy's precision."""
+    hip_x (n,), line_dx, line_dz (2, n), posed (n,), pair_x (n,) in xy's precision, arm, split (n,)."""
     na, ns, nl = n if what & ANGLES else 0, n if what & SCALE else 0, n if what & LINES else 0
+    npo = n if what & POSTURE else 0
     span = (m * na + 511) // 512 * 512 + 128  # 4 KiB multiples plus 1 KiB
     buf = np.empty(3 * span)
     raw = buf[: m * na].reshape(m, na)
     vis = buf[span : span + m * na].reshape(m, na)
     gated = buf[2 * span : 2 * span + m * na].reshape(m, na)
     return (raw, vis, gated, np.empty(ns), np.empty(ns), np.empty((2, nl)), np.empty((2, nl)), np.zeros(nl, np.bool_),
-            np.empty(nl, xy.dtype))
+            np.empty(nl, xy.dtype), np.empty(npo), np.empty(npo))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def pose_geometry_into(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
-    lines: np.ndarray, lo: int, hi: int, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray, ppm: np.ndarray,
-    hip_x: np.ndarray, line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray, pair_x: np.ndarray,
-) -> int:
+    lines: np.ndarray, posture_lm: np.ndarray, lo: int, hi: int, raw: np.ndarray, vis: np.ndarray,
+    gated: np.ndarray, ppm: np.ndarray, hip_x: np.ndarray, line_dx: np.ndarray, line_dz: np.ndarray,
+    posed: np.ndarray, pair_x: np.ndarray, arm: np.ndarray, split: np.ndarray,
+) -> tuple[int, int]:
     """:func:`pose_geometry` of frames lo..hi, written into the outputs of :func:`geometry_tables`
-    (raw, vis, gated untransposed); returns how many of them have a pose in the image. Frames
-    are independent, so ranges can be measured at the same time (the GIL is released)."""
+    (raw, vis, gated untransposed); returns how many of them have a pose in the image and how
+    many the wrists above the nose. Frames are independent, so ranges can be measured at the
+    same time (the GIL is released)."""
     m = triples.shape[0]
     do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
+    do_posture = (what & POSTURE) > 0
     need_w = np.zeros(36, np.bool_)
     need_xy = np.zeros(33, np.bool_)
     need_v = np.zeros(33, np.bool_)
@@ -747,6 +793,9 @@ def pose_geometry_into(
     if do_lines:
         for q in range(4):
             need_w[lines[q]] = True
+    if do_posture:
+        for q in range(9):
+            need_w[posture_lm[q]] = need_xy[posture_lm[q]] = True
     ow, ox, ov = _others(need_w[:33], 3), _others(need_xy, 2), _others(need_v, 1)
     n = world.shape[0]
     fw, fx = world.reshape(n, 99), xy.reshape(n, 66)
@@ -757,9 +806,9 @@ def pose_geometry_into(
     cos = np.empty(_STRIDE)
     best = np.empty((2, _STRIDE))
     long2 = _sqrt_limit(0.05)
-    found = 0
-    for start in range(lo, hi, _BLOCK):
-        size = min(_BLOCK, hi - start)
+    found = up = 0
+    for start in range(lo, hi, BLOCK):
+        size = min(BLOCK, hi - start)
         found += _copy_block(fw, fx, visibility, start, size, flat_pts, flat_pix, flat_lv, ow, ox, ov)
         if do_angles:
             _block_angles(pts, lv, cos, size, start, triples, vis_rows, visible, raw, vis, gated)
@@ -777,16 +826,18 @@ def pose_geometry_into(
             for f in range(size):
                 posed[start + f] = np.isfinite(nose[f])
                 pair_x[start + f] = fx[start + f, 2 * lines[0]] - fx[start + f, 2 * lines[1]]
-    return found
+        if do_posture:
+            up += _block_posture(pts, pix, size, start, aspect, posture_lm, arm, split)
+    return found, up
 
 
 @njit(cache=True, error_model="numpy")
 def pose_geometry(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
-    lines: np.ndarray,
+    lines: np.ndarray, posture_lm: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray, int]:
+           np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Everything the features stage measures per frame, in one pass over the landmarks:
     world (n, 33, 3) metres, xy (n, 33, 2) normalized, visibility (n, 33), all C-contiguous.
 
@@ -802,6 +853,8 @@ def pose_geometry(
     - LINES: line_dx, line_dz (2, n) |right - left| in the world of the landmark pairs
       lines[0:2] and lines[2:4]; posed (n,) a pose was found (landmark 0 finite); pair_x (n,)
       x(lines[0]) - x(lines[1]) in the image, in xy's precision.
+    - POSTURE: arm, split (n,) and how many frames have the wrists above the nose, as
+      :func:`posture_series` of the landmarks posture_lm (9) gives them.
     - always: how many frames have a pose in the image (x of landmark 0 not NaN).
 
     Blocks of frames are copied to one row per coordinate first, so the loops over frames
@@ -809,10 +862,12 @@ def pose_geometry(
     arrays are column-major: an angle's frames are contiguous, as its readers want them.
     """
     n = world.shape[0]
-    raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x = geometry_tables(n, triples.shape[0], what, xy)
-    found = pose_geometry_into(world, xy, visibility, aspect, what, triples, vis_idx, visible, seg_a, seg_b, lines,
-                               0, n, raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x)
-    return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x, found
+    raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x, arm, split = geometry_tables(
+        n, triples.shape[0], what, xy)
+    found, up = pose_geometry_into(world, xy, visibility, aspect, what, triples, vis_idx, visible, seg_a, seg_b,
+                                   lines, posture_lm, 0, n, raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed,
+                                   pair_x, arm, split)
+    return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x, arm, split, found, up
 
 
 @njit(cache=True)

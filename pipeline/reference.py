@@ -271,9 +271,11 @@ def _angles_in_order(pts: Floats, triples: Ints) -> Floats:
 def pose_geometry(
     world: NDArray[np.floating], xy: NDArray[np.floating], visibility: NDArray[np.floating], aspect: float,
     what: int, triples: Ints, vis_idx: Ints, visible: float, seg_a: Ints, seg_b: Ints, lines: Ints,
+    posture_lm: Ints,
 ) -> tuple[Any, ...]:
-    """raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x, frames with a pose in the
-    image (see the kernel); ``what`` flags 1 angles, 2 scale, 4 lines."""
+    """raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x, arm, split, frames with a pose
+    in the image, frames with the wrists above the nose (see the kernel); ``what`` flags 1 angles,
+    2 scale, 4 lines, 8 posture."""
     n, m = world.shape[0], triples.shape[0]
     raw = vis = gated = np.empty((0, m))
     ppm = hip_x = np.empty(0)
@@ -293,8 +295,11 @@ def pose_geometry(
         line_dz = np.abs(np.stack([w[:, lines[1], 2] - w[:, lines[0], 2], w[:, lines[3], 2] - w[:, lines[2], 2]]))
         posed = np.isfinite(w[:, 0, 0])
         pair_x = xy[:, lines[0], 0] - xy[:, lines[1], 0]
+    arm, split, up = np.empty(0), np.empty(0), 0
+    if what & 8:
+        arm, split, up = posture_series(xy, world, aspect, posture_lm)
     found = int((~np.isnan(xy[:, 0, 0])).sum())
-    return raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x, found
+    return raw, vis, gated, ppm, hip_x, line_dx, line_dz, posed, pair_x, arm, split, found, up
 
 
 def walking(ppm: Floats, hip_x: Floats, half: int, walk_m: float, walk_log_scale: float) -> NDArray[np.bool_]:

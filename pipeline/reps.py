@@ -36,6 +36,7 @@ import numpy as np
 from . import geometry, kernels
 from .exercises import Component
 from .geometry import Geometry
+from .parallel import map2
 from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
@@ -201,23 +202,25 @@ class _Prepared:
 
 
 def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
-    """Each signal (length >= 3) filled, smoothed by its period and enveloped, the periods estimated together."""
+    """Each signal (length >= 3) filled, smoothed by its period and enveloped (the signals of a long
+    clip shared between two threads)."""
     fps = _fps(t)
     n = len(signals[0])
     a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))  # dominant_periods' default range
-    ys = np.zeros((len(signals), _fft_len(n + b)))
+    size = _fft_len(n + b)
     gap, half0 = max(1, int(MAX_GAP_S * fps)), max(1, int(round(SMOOTH_S[0] * fps)))
-    parts = [kernels.period_inputs(x, gap, half0, max(b, 0), ys[i]) for i, x in enumerate(signals)]
-    periods = _periods(ys, [p[2] for p in parts], [p[3] for p in parts], n, fps, 0.5, a, b)
-    out = []
-    for x, (filled, first, _, _), (period, _) in zip(signals, parts, periods, strict=True):
+
+    def one(x: np.ndarray) -> _Prepared:
+        y = np.zeros((1, size))
+        filled, first, finite, counts = kernels.period_inputs(x, gap, half0, max(b, 0), y[0])
+        period = _periods(y, [finite], [counts], n, fps, 0.5, a, b)[0][0]
         # slower movements tolerate (and need) more smoothing
         half = max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))) if np.isfinite(period) else 0
         span_s = 2.0 * period if np.isfinite(period) else 4.0
-        env_half = max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))
-        s, e_lo, e_hi = kernels.settle(filled, first, half, env_half)
-        out.append(_Prepared(x, s, period, fps, e_lo, e_hi))
-    return out
+        s, e_lo, e_hi = kernels.settle(filled, first, half, max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2)))
+        return _Prepared(x, s, period, fps, e_lo, e_hi)
+
+    return map2(one, signals, n)
 
 
 def _count_prepared(
@@ -284,11 +287,11 @@ class Counter:
         key = (comps, min_rom, None if walking is None else id(walking))
         if key not in self._counts:
             self.prepare([comps])
-            base, *sides = (self._prepared[k] for k in _signal_keys(comps))
-            seg = _count_prepared(base, min_rom, walking, self.posture)
+            seg, *sides = map2(lambda p: _count_prepared(p, min_rom, walking, self.posture),
+                               [self._prepared[k] for k in _signal_keys(comps)], len(self.t))
             reps = seg.reps
             for side in sides:
-                reps = kernels.add_disjoint(reps, _count_prepared(side, min_rom, walking, self.posture).reps)
+                reps = kernels.add_disjoint(reps, side.reps)
             reps = reps[np.argsort(reps[:, 1], kind="stable")]
             self._counts[key] = Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)
         return self._counts[key]

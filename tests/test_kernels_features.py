@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline import angles, geometry, kernels, reference
+from pipeline import angles, geometry, kernels, parallel, reference
 from pipeline.records import PoseSeries
 
 NAN = np.nan
@@ -142,7 +142,7 @@ OTHER_VIS = np.array([[7, 0, 8, -1], [29, 27, 31, -1], [19, 15, 17, 21], [0, 23,
 OTHER_SEGS = (np.array([7, 29, 11], np.int64), np.array([8, 30, 12], np.int64))
 
 
-@pytest.mark.parametrize("what", (1, 2, 4, 7))
+@pytest.mark.parametrize("what", (1, 2, 4, 7, 8, 15))
 @pytest.mark.parametrize("case", POSES)
 @pytest.mark.parametrize("landmarks", ("pipeline", "others"))
 def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
@@ -150,9 +150,10 @@ def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
     triples, vis_idx, (seg_a, seg_b) = ((angles.TRIPLES, angles.VIS_COLUMNS, (geometry._SEG_A, geometry._SEG_B))
                                         if landmarks == "pipeline" else (OTHER_TRIPLES, OTHER_VIS, OTHER_SEGS))
     args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
-            float(pose.aspect), what, triples, vis_idx, angles.VISIBLE, seg_a, seg_b, geometry._LINES)
+            float(pose.aspect), what, triples, vis_idx, angles.VISIBLE, seg_a, seg_b, geometry._LINES,
+            geometry.POSTURE_LANDMARKS)
     got, want = kernels.pose_geometry(*args), reference.pose_geometry(*args)
-    assert len(got) == len(want) == 10
+    assert len(got) == len(want) == 13
     # the angles: within 2 ulp of libm's acos (the one place the kernels are not numpy to the bit)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-15, atol=0.0, equal_nan=True)
     np.testing.assert_array_equal(np.isnan(got[2]), np.isnan(want[2]))
@@ -162,32 +163,37 @@ def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
     assert got[8].dtype == pose.xy.dtype
 
 
-@pytest.mark.parametrize("what", (1, 2, 4, 7))
+@pytest.mark.parametrize("what", (1, 2, 4, 7, 8, 15))
 def test_pose_geometry_in_ranges_is_the_whole(what: int) -> None:
     """Frames measured in ranges (as geometry measures long clips, two at once) give the whole's answer."""
     pose = POSES["random"]
     args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
             float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE,
-            geometry._SEG_A, geometry._SEG_B, geometry._LINES)
+            geometry._SEG_A, geometry._SEG_B, geometry._LINES, geometry.POSTURE_LANDMARKS)
     want = kernels.pose_geometry(*args)
     out = kernels.geometry_tables(len(pose), len(angles.TRIPLES), what, args[1])
-    found = sum(kernels.pose_geometry_into(*args, lo, hi, *out) for lo, hi in ((0, 77), (77, 200), (200, len(pose))))
+    counts = [kernels.pose_geometry_into(*args, lo, hi, *out) for lo, hi in ((0, 77), (77, 200), (200, len(pose)))]
     raw, vis, gated, *rest = out
-    same((raw.T, vis.T, gated.T, *rest, found), want)
+    same((raw.T, vis.T, gated.T, *rest, sum(c[0] for c in counts), sum(c[1] for c in counts)), want)
 
 
 def test_long_clips_are_measured_in_halves() -> None:
-    """geometry.measure splits clips of SPLIT_FRAMES or more between two threads: same answer."""
+    """geometry.measure splits clips of parallel.MIN_FRAMES or more between two threads: same answer."""
     base = POSES["squat"]
-    k = geometry.SPLIT_FRAMES // len(base) + 1
+    k = parallel.MIN_FRAMES // len(base) + 1
     pose = PoseSeries(np.arange(k * len(base)), np.arange(k * len(base)) / 30.0, np.concatenate([base.xy] * k),
                       np.concatenate([base.visibility] * k), np.concatenate([base.world] * k), base.aspect)
-    got = geometry.measure(pose)
+    got = geometry.measure(pose, posture=True)
     want = kernels.pose_geometry(np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy),
-                                 np.ascontiguousarray(pose.visibility), float(pose.aspect), 7, angles.TRIPLES,
-                                 angles.VIS_COLUMNS, angles.VISIBLE, geometry._SEG_A, geometry._SEG_B, geometry._LINES)
+                                 np.ascontiguousarray(pose.visibility), float(pose.aspect), 15, angles.TRIPLES,
+                                 angles.VIS_COLUMNS, angles.VISIBLE, geometry._SEG_A, geometry._SEG_B, geometry._LINES,
+                                 geometry.POSTURE_LANDMARKS)
     same((got.raw, got.vis, got.table.values, got.scale, got.hip_x, got.line_dx, got.line_dz, got.posed,
-          got.shoulders_x, got.detected), want)
+          got.shoulders_x, got.arm_height, got.split, got.detected, got.wrists_up), want)
+    # the posture series as the classifier measured it on its own
+    alone = kernels.posture_series(np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world),
+                                   float(pose.aspect), geometry.POSTURE_LANDMARKS)
+    same((got.arm_height, got.split, got.wrists_up), alone)
 
 
 def test_joint_angles_of_special_frames_are_exact() -> None:
