@@ -9,8 +9,10 @@ of the exercise's rule table evaluated on named measures such as
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,9 +143,34 @@ def _measure(
                         conf_a])
     start, peak, end, rom, ecc, pause, conc, vel, asym_f, conf = values.tolist()
     asym = [None if v != v else v for v in asym_f] if np.isnan(asym_a).any() else asym_f
-    out = tuple(map(Rep, range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, faults,
-                    secondary))
+    out = _new_reps(range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, faults, secondary)
     return out, primary, _Columns(values, faults, ex.secondary, lows, highs)
+
+
+def _draft_of(cls: type) -> type | None:
+    """A mutable dataclass with cls's fields and slots (same layout), or None when cls has a
+    __post_init__ (which building by drafts would skip)."""
+    if hasattr(cls, "__post_init__"):
+        return None
+    fields = dataclasses.fields(cls)
+    body: dict[str, object] = {"__annotations__": {f.name: f.type for f in fields}, "__module__": __name__}
+    body.update({f.name: f.default for f in fields if f.default is not dataclasses.MISSING})
+    return dataclasses.dataclass(slots=True)(type(f"_{cls.__name__}Draft", (), body))
+
+
+_REP_DRAFT = _draft_of(Rep)
+
+
+def _new_reps(*columns: Iterable[object]) -> tuple[Rep, ...]:
+    """``tuple(map(Rep, *columns))``, built ~6x faster: a frozen dataclass's __init__ sets each field
+    through object.__setattr__, its mutable twin with the same slots by plain stores; each
+    finished draft then becomes a Rep (``__class__`` assignment, allowed between equal layouts)."""
+    if _REP_DRAFT is None:
+        return tuple(map(Rep, *columns))
+    out = tuple(map(_REP_DRAFT, *columns))
+    for r in out:
+        r.__class__ = Rep
+    return out  # type: ignore[return-value]  # every one is a Rep now
 
 
 def measure_reps(

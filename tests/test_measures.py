@@ -221,3 +221,21 @@ def test_measure_json_is_to_json_of_the_reps(exercise: str) -> None:
     assert js == [r.to_dict() for r in out] == measures.to_json(out)
     assert json.dumps(js) == json.dumps([r.to_dict() for r in out])
     assert measures.measure_json(ex, table, vis, pose.t, signal, reps[:0])[2] == []
+
+
+def test_reps_built_by_drafts_are_reps() -> None:
+    """measures builds Rep records through a mutable twin (for speed): the same frozen records."""
+    import dataclasses
+    import pickle
+
+    cols = [range(1, 4), [0.0, 1.0, 2.0], [0.5, 1.5, 2.5], [1.0, 2.0, 3.0], [90.0, math.nan, 80.0],
+            [0.4, 0.4, 0.3], [0.1, 0.0, 0.2], [0.5, 0.6, 0.5], [120.0, 110.0, math.inf], [None, 2.0, 3.5],
+            [0.9, 0.8, 0.7], [(), ("shallow_depth",), ("a", "b")], [(("hip", 70.0, 170.0),), (), ()]]
+    got, want = measures._new_reps(*cols), tuple(map(Rep, *cols))
+    assert measures._REP_DRAFT is not None  # Rep has no __post_init__: the fast path is taken
+    assert [type(r) for r in got] == [Rep] * 3
+    assert repr(got) == repr(want) and [dataclasses.asdict(r) for r in got] == [dataclasses.asdict(r) for r in want]
+    assert got[0] == want[0] and hash(got[0]) == hash(want[0])
+    assert repr(pickle.loads(pickle.dumps(got))) == repr(got)  # (NaN fields: == compares identity)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].rom_deg = 1.0  # type: ignore[misc]
