@@ -282,6 +282,8 @@ class Counter:
 
     def count(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None = None) -> Segmentation:
         """Reps of the combined signal, plus those only one body side shows (merged in time order)."""
+        if walking is not None and not walking.any():
+            walking = None  # a frame never walking filters nothing: the count without a mask, maybe done already
         if walking is not None and not any(m is walking for m in self._masks):
             self._masks.append(walking)
         key = (comps, min_rom, None if walking is None else id(walking))

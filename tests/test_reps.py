@@ -228,3 +228,24 @@ def test_combine_falls_back_to_the_visible_side() -> None:
     both = R.combine(raw, vis, angles.NAMES, EXERCISES["squat"].components)
     right = R.combine(raw, vis, angles.NAMES, EXERCISES["squat"].components[1::2])
     assert np.allclose(both, right, equal_nan=True)
+
+
+def test_a_mask_never_walking_reuses_the_count_without_one() -> None:
+    """Counter.count with an all-False walking mask is the maskless count (the same object) and what
+    the kernels give with that mask."""
+    from pipeline import angles, kernels
+
+    pose = B.build(B.squat(5), noise_m=0.005)
+    raw, vis, _ = angles.compute_all(pose)
+    comps, rom = EXERCISES["squat"].components, SQUAT_ROM
+    counter = R.Counter(raw, vis, angles.NAMES, pose.t)
+    bare = counter.count(comps, rom)
+    still = np.zeros(len(pose), bool)
+    assert counter.count(comps, rom, still) is bare
+    assert len(bare.reps) == 5
+    base = counter._prepared[R._signal_keys(comps)[0]]
+    fps = base.fps
+    *_, masked = kernels.count_reps(base.s, base.e_lo, base.e_hi, R.LO_FRAC, R.HI_FRAC, rom, int(R.MIN_REP_S * fps),
+                                    int(R.MAX_GAP_S * fps), still, R.NONE_FLOAT, R.WALK_SHARE, R.POSTURE_DEG,
+                                    R.REST_BAND)
+    np.testing.assert_array_equal(masked, R._count_prepared(base, rom, None, None).reps)
