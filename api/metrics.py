@@ -7,7 +7,7 @@ before anything imports prometheus_client, so every process writes its samples t
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Gauge("formcheck_jobs", "Jobs by state (from the database, at scrape time)", ["state"],
              multiprocess_mode="mostrecent")
@@ -20,6 +20,16 @@ POOL_ALIVE = Gauge("formcheck_pool_workers_alive", "Inference processes alive", 
 POOL_REPLACED = Counter("formcheck_pool_replaced", "Inference pools replaced after a worker died")
 QUEUE = Gauge("formcheck_queue_depth", "Queued jobs (from the database, at scrape time)",
               multiprocess_mode="mostrecent")
+# recommendations (api.recommend)
+RECOMMEND_UPSTREAM = Counter("formcheck_recommend_upstream_calls",
+                             "Model calls by outcome (ok, rate_limited, server_error, timeout, connection, "
+                             "client_error, malformed, invalid, truncated, refused)", ["outcome"])
+RECOMMEND_LATENCY = Histogram("formcheck_recommend_upstream_seconds", "Model call latency, every attempt",
+                              buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 30, 60))
+RECOMMEND_TOKENS = Counter("formcheck_recommend_tokens", "Model tokens used, by kind (prompt, completion)", ["kind"])
+RECOMMEND_CACHE = Counter("formcheck_recommend_cache", "Recommendation cache lookups (hit, miss, coalesced)",
+                          ["outcome"])
+RECOMMEND_FALLBACKS = Counter("formcheck_recommend_fallbacks", "Rules answers given, by reason", ["reason"])
 
 
 def count_cache(tiers: dict[str, dict[str, int]], before: dict[str, dict[str, int]] | None = None) -> None:

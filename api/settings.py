@@ -22,6 +22,14 @@
 | FORMCHECK_CORS_ORIGINS | (none)                            | comma-separated origins allowed by CORS  |
 | FORMCHECK_OPEN      | 0                                    | 1: no API keys (development only)        |
 | FORMCHECK_LOG_FORMAT | auto                                | json, text, or auto (json when not a terminal) |
+| OPENAI_API_KEY      | (none: rules-based recommendations)  | enables model recommendations (never logged) |
+| OPENAI_MODEL        | gpt-4o-mini                          | chat model for recommendations           |
+| OPENAI_BASE_URL     | https://api.openai.com/v1            | any OpenAI-compatible server             |
+| FORMCHECK_OPENAI_TIMEOUT_S | 20                            | seconds per upstream attempt             |
+| FORMCHECK_OPENAI_RETRIES | 2                               | retries after a 429/5xx/timeout (then rules) |
+| FORMCHECK_OPENAI_BACKOFF_S | 0.5                           | first retry delay, doubled per retry     |
+| FORMCHECK_RECOMMEND_TTL | 86400                            | recommendation cache lifetime, seconds   |
+| FORMCHECK_RECOMMEND_RATE_LIMIT | 10/1m                     | recommendation posts per key             |
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ class Settings:
     redis_url: str | None = None
     cache_ttl_s: int = 7 * 86400
     server: ServerSettings = field(default_factory=lambda: ServerSettings(Path("formcheck-data")))
+    recommend: RecommendSettings = field(default_factory=lambda: RecommendSettings())
 
     def cache(self, enabled: bool = True) -> CacheConfig | None:
         """The cache tiers to use (None with ``enabled=False``, i.e. ``--no-cache``)."""
@@ -112,6 +121,29 @@ class ServerSettings:
                 "rate_limit": str(self.rate_limit), "post_rate_limit": str(self.post_rate_limit),
                 "max_upload_mb": self.max_upload_mb, "max_duration_s": self.max_duration_s,
                 "queue_max": self.queue_max, "open_mode": self.open_mode}
+
+
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendSettings:
+    """Recommendations (``api.recommend``): the model when a key is set, else the rules."""
+
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, a log or a describe()
+    model: str = DEFAULT_MODEL
+    base_url: str = DEFAULT_BASE_URL
+    timeout_s: float = 20.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    ttl_s: int = 86400
+    rate_limit: Limit = Limit(10, 60)
+
+    def describe(self) -> dict[str, object]:
+        return {"source": f"openai:{self.model}" if self.api_key else "rules", "base_url": redact(self.base_url),
+                "timeout_s": self.timeout_s, "retries": self.retries, "ttl_s": self.ttl_s,
+                "rate_limit": str(self.rate_limit)}
 
 
 def redact(url: str) -> str:
@@ -189,6 +221,35 @@ def _server(env: dict[str, str]) -> ServerSettings:
     )
 
 
+def _seconds(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be {lo:g}..{hi:g} seconds, got {value:g}")
+    return value
+
+
+def _recommend(env: dict[str, str]) -> RecommendSettings:
+    url = env.get("OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"OPENAI_BASE_URL must start with http:// or https://, got {redact(url)!r}")
+    return RecommendSettings(
+        api_key=env.get("OPENAI_API_KEY", "").strip() or None,
+        model=env.get("OPENAI_MODEL", "").strip() or DEFAULT_MODEL,
+        base_url=url.rstrip("/"),
+        timeout_s=_seconds(env, "FORMCHECK_OPENAI_TIMEOUT_S", 20.0, 0.01, 600.0),
+        retries=_bounded(env, "FORMCHECK_OPENAI_RETRIES", 2, 0, 10),
+        backoff_s=_seconds(env, "FORMCHECK_OPENAI_BACKOFF_S", 0.5, 0.0, 60.0),
+        ttl_s=_bounded(env, "FORMCHECK_RECOMMEND_TTL", 86400, 1, 365 * 86400),
+        rate_limit=_limit(env, "FORMCHECK_RECOMMEND_RATE_LIMIT", Limit(10, 60)),
+    )
+
+
 def export(**values: str) -> None:
     """Set variables for this process and the processes it starts (``formcheck serve`` hands
     its options to uvicorn's worker processes this way; they ``load`` them back)."""
@@ -211,4 +272,5 @@ def load(env: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL") or None,
         cache_ttl_s=max(1, _int(env, "FORMCHECK_CACHE_TTL", 7 * 86400)),
         server=_server(env),
+        recommend=_recommend(env),
     )
