@@ -32,6 +32,9 @@ from .analyses import Analyses
 from .auth import PUBLIC, KeyAuth
 from .frames import Frames
 from .health import Health, Metrics
+from .recommend.engine import Recommender
+from .recommend.routes import Recommendations
+from .recommend.routes import limit_config as recommend_limit
 from .service import Service
 from .settings import Settings
 
@@ -112,21 +115,24 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.service = service
         await service.start()
+        app.state.recommender = Recommender(settings.recommend, service.cache)
         try:
             yield
         finally:
+            await app.state.recommender.close()
             await service.stop()
 
     if stores is None:
         stores = _stores(settings)
     middleware: list[Any] = [response_clock]
     middleware += [c.middleware for c in limits.configs(srv.rate_limit, srv.post_rate_limit)]
+    middleware.append(recommend_limit(settings.recommend.rate_limit).middleware)
     middleware.append(DefineMiddleware(KeyAuth, exclude=PUBLIC))
     prometheus = PrometheusConfig(app_name="formcheck", prefix="formcheck", group_path=True,
                                   exclude=["^/metrics"])
     middleware.insert(1, prometheus.middleware)
     return Litestar(
-        route_handlers=[Analyses, Frames, Health, Metrics],
+        route_handlers=[Analyses, Frames, Health, Metrics, Recommendations],
         lifespan=[lifespan],
         middleware=middleware,
         stores=stores,
@@ -154,5 +160,5 @@ def _stores(settings: Settings) -> dict[str, Store]:
         from litestar.stores.redis import RedisStore
 
         return {name: RedisStore.with_client(url=settings.redis_url, namespace=f"formcheck:{name}")
-                for name in ("rate_limit", "rate_limit_posts")}
-    return {"rate_limit": MemoryStore(), "rate_limit_posts": MemoryStore()}
+                for name in ("rate_limit", "rate_limit_posts", "rate_limit_recommend")}
+    return {"rate_limit": MemoryStore(), "rate_limit_posts": MemoryStore(), "rate_limit_recommend": MemoryStore()}

@@ -72,6 +72,9 @@ def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create an API key and print it on stdout (shown only once)")
     kc.add_argument("--name", default="default", help="a label for the key")
     kc.add_argument("--data-dir", type=Path, default=None, help="as for serve")
+    from .recommend.cli import add_parser as add_recommend
+
+    add_recommend(sub)
     return p
 
 
@@ -170,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(cfg).parse_args(argv)
     if args.command in ("serve", "keys"):
         return _server_command(args)
+    if args.command == "recommend":
+        from .recommend.cli import run as recommend
+
+        return recommend(args, cfg)
     try:
         if args.command == "demo":
             print("formcheck: fetching the sample clip (sports2d wheel, cached)...", file=sys.stderr)
