@@ -258,7 +258,7 @@ def recommend(inputs: dict[str, Any], goal: str, level: str, notes: str = "") ->
         if short:
             hold = True
             caveat = " (a front view can understate it)" if inputs["view"] == "front" else ""
-            cues.append((1, len(short), Cue(0, "Use the full range of motion on every rep",
+            cues.append((2, len(short), Cue(0, "Use the full range of motion on every rep",
                                             f"median range {med_rom:.0f}° is {100 * med_rom / profile.rom_target:.0f}%"
                                             f" of a ~{profile.rom_target:.0f}° full range; short on "
                                             f"{_reps_text(short)}{caveat}", None, short)))
