@@ -424,28 +424,23 @@ def _bin_members(buf: np.ndarray, n: int, bins: np.ndarray, target: int, size: i
 
 
 @njit(cache=True)
-def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
-    """The k-th and (k+1)-th smallest of buf[:n] (0-based; both the last when k == n - 1).
-    No NaN; reorders buf.
-
-    Long inputs are first counted into bins between their min and max (the bin of a value
-    never decreases as the value grows), then only the bin holding rank k is selected in (and,
-    when rank k + 1 is the next bin's, that bin's minimum taken).
-    """
+def _binning(buf: np.ndarray, n: int) -> tuple[int, float, np.ndarray, np.ndarray]:
+    """How to select in buf[:n] (n >= 1, no NaN): (0, -, -, -) by quickselect (short, or infinite values),
+    (1, the value, -, -) when all are equal, else (2, min, each value's bin, per-bin counts) with
+    n // 8 bins between min and max (the bin of a value never decreases as the value grows)."""
+    none = np.zeros(0, np.int32)
+    lo, hi = buf[0], buf[0]  # (n >= 1) in buf's precision: float32 medians stay float32
     if n <= 512:
-        a = _select(buf, k, 0, n - 1)
-        return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
-    lo, hi = buf[0], buf[0]
+        return 0, lo, none, none.astype(np.int64)
     for i in range(1, n):
         v = buf[i]
         lo = v if v < lo else lo
         hi = v if v > hi else hi
     if lo == hi:
-        return lo, lo
+        return 1, lo, none, none.astype(np.int64)
     width = hi - lo
     if not np.isfinite(width):
-        a = _select(buf, k, 0, n - 1)
-        return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
+        return 0, lo, none, none.astype(np.int64)
     nbins = n // 8
     scale = nbins / width
     last = np.int32(nbins - 1)
@@ -456,6 +451,19 @@ def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
     counts = np.zeros(nbins, np.int64)
     for i in range(n):
         counts[bins[i]] += 1
+    return 2, lo, bins, counts
+
+
+@njit(cache=True)
+def _pair(
+    buf: np.ndarray, n: int, k: int, mode: int, lo: float, bins: np.ndarray, counts: np.ndarray
+) -> tuple[float, float]:
+    # _order_pair with the binning of buf[:n] given (see _binning)
+    if mode == 0:
+        a = _select(buf, k, 0, n - 1)
+        return a, (a if k + 1 >= n else _min_from(buf, k + 1, n))
+    if mode == 1:
+        return lo, lo
     below = 0
     target = 0
     while below + counts[target] <= k:
@@ -476,6 +484,19 @@ def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
 
 
 @njit(cache=True)
+def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
+    """The k-th and (k+1)-th smallest of buf[:n] (0-based; both the last when k == n - 1).
+    No NaN; reorders buf.
+
+    Long inputs are first counted into bins between their min and max, then only the bin
+    holding rank k is selected in (and, when rank k + 1 is the next bin's, that bin's minimum
+    taken).
+    """
+    mode, lo, bins, counts = _binning(buf, n)
+    return _pair(buf, n, k, mode, lo, bins, counts)
+
+
+@njit(cache=True)
 def _median(buf: np.ndarray, n: int) -> float:
     """``np.median`` of buf[:n] (no NaN; reorders buf): the middle value or the mean of the two."""
     if n == 0:
@@ -488,8 +509,11 @@ def _median(buf: np.ndarray, n: int) -> float:
 
 
 @njit(cache=True)
-def _quantile(buf: np.ndarray, n: int, q: float) -> float:
-    """``np.percentile(buf[:n], 100 * q)`` (linear; reorders buf), numpy's index and lerp arithmetic."""
+def _quantile(
+    buf: np.ndarray, n: int, q: float, mode: int, lo: float, bins: np.ndarray, counts: np.ndarray
+) -> float:
+    """``np.percentile(buf[:n], 100 * q)`` (linear; reorders buf), numpy's index and lerp arithmetic;
+    buf's binning given (see _binning), so several quantiles share it."""
     virtual = (n - 1) * q
     if virtual >= n - 1:  # numpy takes the last value and keeps -1 as the "previous index"
         prev = n - 1
@@ -500,7 +524,7 @@ def _quantile(buf: np.ndarray, n: int, q: float) -> float:
         gamma = virtual - fl
         if virtual < 0:
             prev = 0
-    a, b = _order_pair(buf, n, prev)
+    a, b = _pair(buf, n, prev, mode, lo, bins, counts)
     if virtual >= n - 1 or virtual < 0:
         b = a
     diff = b - a
@@ -529,8 +553,9 @@ def percentiles(x: np.ndarray, qs: np.ndarray, finite_only: bool) -> tuple[np.nd
     buf, n = _kept(x, finite_only)
     out = np.full(qs.shape[0], np.nan)
     if n:
+        mode, lo, bins, counts = _binning(buf, n)
         for i in range(qs.shape[0]):
-            out[i] = _quantile(buf, n, qs[i])
+            out[i] = _quantile(buf, n, qs[i], mode, lo, bins, counts)
     return out, n
 
 
