@@ -1,7 +1,7 @@
 """Per-key rate limits on Litestar's rate-limit middleware.
 
 Two limits, each with its own store (a shared store would mix their histories): every
-request, and the expensive posts (analyses, recommendations). A caller is its API key (the
+request, and the expensive posts (analyses; recommendations have their own). A caller is its API key (the
 key's hash, so it never reaches the store in clear) or, without a key, its address. With
 Redis configured the stores are Redis, so every API worker process counts together.
 
@@ -25,7 +25,7 @@ from litestar.types import Receive, Scope, Send
 
 from .settings import Limit
 
-POST_PATHS = ("/v1/analyses", "/v1/recommendations")
+POST_PATHS = ("/v1/analyses",)  # recommendations have their own limit (api/recommend/routes.py)
 MAX_LOCKS = 10_000
 
 
