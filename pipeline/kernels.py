@@ -1418,7 +1418,7 @@ def posture_series(
 # ------------------------------------------------------------------ walking, view
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def walking(
     ppm: np.ndarray, hip_x: np.ndarray, half: int, walk_m: float, walk_log_scale: float
 ) -> np.ndarray:
@@ -1444,7 +1444,7 @@ def walking(
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> float:
     """Median over posed frames and both lines (rows) of atan2(dz, dx) in degrees; NaN when
     there are none or a line is NaN.
@@ -1494,7 +1494,7 @@ def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> flo
     return ((0.0 + a) + b) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
     """np.median of x over the posed frames, in x's precision (NaN when none)."""
     buf = np.empty(x.shape[0] + 1, x.dtype)  # float32 stays float32, as numpy's median of float32 does

@@ -14,6 +14,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
 
 MIN_FRAMES = 4096  # clips shorter than this are not worth a second thread
 
@@ -49,3 +51,9 @@ def map2(fn: Callable[[T], R], items: Sequence[T], frames: int) -> list[R]:
     if failed:
         raise failed[0]
     return out  # type: ignore[return-value]  # every slot was filled
+
+
+def both(first: Callable[[], A], second: Callable[[], B], frames: int) -> tuple[A, B]:
+    """``(first(), second())``, second on the second thread (the clip has ``frames`` >= MIN_FRAMES)."""
+    done = map2(lambda f: f(), [first, second], frames)
+    return done[0], done[1]  # type: ignore[return-value]  # map2 keeps the order

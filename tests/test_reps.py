@@ -249,3 +249,20 @@ def test_a_mask_never_walking_reuses_the_count_without_one() -> None:
                                     int(R.MAX_GAP_S * fps), still, R.NONE_FLOAT, R.WALK_SHARE, R.POSTURE_DEG,
                                     R.REST_BAND)
     np.testing.assert_array_equal(masked, R._count_prepared(base, rom, None, None).reps)
+
+
+@pytest.mark.parametrize("exercise", ["squat", "auto"])
+def test_long_clips_on_two_threads_finish_as_on_one(exercise: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clips of parallel.MIN_FRAMES or more share the features stage between two threads: same analysis."""
+    from pipeline import parallel
+
+    pose = B.build(B.squat(70), noise_m=0.01, seed=3, lost=((20.0, 20.5),))
+    assert len(pose) >= parallel.MIN_FRAMES
+    two = B.finish(pose, exercise)
+    monkeypatch.setattr(parallel, "MIN_FRAMES", 10**9)
+    one = B.finish(pose, exercise)
+    for a in (one, two):
+        a.summary.pop("timing")
+    assert two.summary == one.summary and two.reps == one.reps and len(one.reps) == 70
+    np.testing.assert_array_equal(two.angles.values, one.angles.values)
+    np.testing.assert_array_equal(two.primary_signal, one.primary_signal)
