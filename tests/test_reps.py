@@ -266,3 +266,54 @@ def test_long_clips_on_two_threads_finish_as_on_one(exercise: str, monkeypatch: 
     assert two.summary == one.summary and two.reps == one.reps and len(one.reps) == 70
     np.testing.assert_array_equal(two.angles.values, one.angles.values)
     np.testing.assert_array_equal(two.primary_signal, one.primary_signal)
+
+
+def test_map2_keeps_order_and_raises() -> None:
+    from pipeline import parallel
+
+    n = parallel.MIN_FRAMES
+    assert parallel.map2(lambda x: x * x, list(range(9)), n) == [x * x for x in range(9)]
+    assert parallel.both(lambda: "a", lambda: 2, n) == ("a", 2)
+
+    def boom(x: int) -> int:
+        if x == 5:
+            raise ValueError("five")
+        return x
+
+    with pytest.raises(ValueError, match="five"):
+        parallel.map2(boom, list(range(8)), n)
+
+
+def test_map2_never_waits_for_a_slow_helper() -> None:
+    """A piece the helper is slow on is done again by the caller, whose result is kept."""
+    import threading
+    import time
+
+    from pipeline import parallel
+
+    def piece(x: int) -> tuple[int, str]:
+        if threading.current_thread().name == "features-helper":
+            time.sleep(1.0)  # no core for the helper
+        return x, threading.current_thread().name
+
+    t0 = time.perf_counter()
+    out = parallel.map2(piece, [0, 1, 2], parallel.MIN_FRAMES)
+    assert time.perf_counter() - t0 < 0.5
+    assert [x for x, _ in out] == [0, 1, 2] and {name for _, name in out} == {threading.current_thread().name}
+
+
+def test_map2_in_a_forked_child() -> None:
+    """The helper thread does not survive a fork: the child starts its own."""
+    import multiprocessing
+
+    from pipeline import parallel
+
+    parallel.map2(abs, [-1, -2], parallel.MIN_FRAMES)  # the parent's helper is running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_squares_in_two, (6,)) == [x * x for x in range(6)]
+
+
+def _squares_in_two(k: int) -> list[int]:
+    from pipeline import parallel
+
+    return parallel.map2(lambda x: x * x, list(range(k)), parallel.MIN_FRAMES)
