@@ -8,13 +8,17 @@ the answers are the same to the bit.
 
 - ``joint_angles``: angle at the middle landmark of each (a, b, c) triple, degrees.
 - ``pose_geometry``: one pass over the landmarks for the angles (with the virtual landmarks,
-  visibility and gating), the image scale and hip position (walking) and the body lines (view).
+  visibility and gating), the image scale and hip position (walking), the body lines (view)
+  and the classifier's posture series; ``geometry_tables`` + ``pose_geometry_into`` measure
+  ranges of frames into shared tables (two threads at once, the GIL released).
 - ``fill_gaps``: linear interpolation across NaN runs no longer than ``max_gap``.
 - ``smooth``: NaN-aware centred moving average (NaN stays NaN).
 - ``envelope`` / ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
 - ``levels``: rest / turn thresholds from the envelope (NaN where it is too narrow).
 - ``masked_median``, ``combine``: the visibility-weighted combined signal.
-- ``centre_finite``, ``lag_counts``, ``pick_period``: the autocorrelation period estimate.
+- ``centre_finite``, ``lag_counts``, ``power``, ``pick_period``: the autocorrelation period estimate.
+- ``period_inputs``, ``settle``, ``count_reps``: a counting signal's preparation and count in
+  three calls (the single kernels above in turn, the GIL released).
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
 - ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
 - ``walking``: frames where the body travels rather than exercising in place.
@@ -769,7 +773,7 @@ def geometry_tables(
            np.ndarray, np.ndarray]:
     """Empty outputs of :func:`pose_geometry_into` for n frames and m angles (the parts ``what``
     leaves out have no frames): raw, vis, gated (m, n) sharing one buffer 1 KiB apart modulo
-    4 KiB (stores to one would otherwise stall loads from another at the same page offset), ppm,
+    4 KiB (never at the same page offset, where a load can wait behind a store to another), ppm,
     hip_x (n,), line_dx, line_dz (2, n), posed (n,), pair_x (n,) in xy's precision, arm, split (n,)."""
     na, ns, nl = n if what & ANGLES else 0, n if what & SCALE else 0, n if what & LINES else 0
     npo = n if what & POSTURE else 0
