@@ -122,7 +122,11 @@ def test_tree_and_sampler_see_children(monkeypatch: pytest.MonkeyPatch, proc_chi
                 break
             time.sleep(0.05)
         assert T.tree(proc.pid)[0] == proc.pid and len(T.tree(proc.pid)) == 2
-        time.sleep(2 * T.SAMPLE_S)
+        child = T.tree(proc.pid)[1]
+        for _ in range(400):  # until the sampler has measured the exec'd child (slow on a busy machine)
+            if child in sampler.peak_kb and proc.pid in sampler.peak_kb:
+                break
+            time.sleep(0.05)
     finally:
         for pid in T.tree(proc.pid)[::-1]:
             os.kill(pid, signal.SIGKILL)
