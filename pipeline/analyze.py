@@ -22,7 +22,6 @@ from .config import AUTO, AnalysisConfig
 from .decode import probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
-from .parallel import both
 from .pool import Progress, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
@@ -185,19 +184,11 @@ def finish(
     geo = geometry.measure(pose, posture=cfg.exercise == AUTO)
     raw, vis, table = geo.raw, geo.vis, geo.table
     counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
-
-    def exercise() -> tuple[Exercise, str, float, dict[str, float]]:
-        chosen = choose_exercise(cfg, pose, raw, vis, counter, geo)
-        counter.prepare([chosen[0].components])
-        return chosen
-
-    def where() -> tuple[np.ndarray, tuple[str, float, float]]:  # walking frames and the camera view
-        return R.walking_mask(pose, geo=geo), classify.detect_view(pose, geo)
-
-    (ex, source, conf, scores), (walking, (view, yaw, view_conf)) = both(exercise, where, len(pose))
-    seg = counter.count(ex.components, ex.min_rom_deg, walking)
+    ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter, geo)
+    seg = counter.count(ex.components, ex.min_rom_deg, R.walking_mask(pose, geo=geo))
     seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
     reps, primary, reps_json = measures.measure_json(ex, table, vis, pose.t, seg.signal, seg.reps)
+    view, yaw, view_conf = classify.detect_view(pose, geo)
     detected = geo.detected
     reason = None
     if detected == 0:

@@ -9,8 +9,8 @@ the answers are the same to the bit.
 - ``joint_angles``: angle at the middle landmark of each (a, b, c) triple, degrees.
 - ``pose_geometry``: one pass over the landmarks for the angles (with the virtual landmarks,
   visibility and gating), the image scale and hip position (walking), the body lines (view)
-  and the classifier's posture series; ``geometry_tables`` + ``pose_geometry_into`` measure
-  ranges of frames into shared tables (two threads at once, the GIL released).
+  and the classifier's posture series (``geometry_tables`` + ``pose_geometry_into``: a range of
+  frames into given tables).
 - ``fill_gaps``: linear interpolation across NaN runs no longer than ``max_gap``.
 - ``smooth``: NaN-aware centred moving average (NaN stays NaN).
 - ``envelope`` / ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
@@ -18,7 +18,7 @@ the answers are the same to the bit.
 - ``masked_median``, ``combine``: the visibility-weighted combined signal.
 - ``centre_finite``, ``lag_counts``, ``power``, ``pick_period``: the autocorrelation period estimate.
 - ``period_inputs``, ``settle``, ``count_reps``: a counting signal's preparation and count in
-  three calls (the single kernels above in turn, the GIL released).
+  three calls (the single kernels above in turn).
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
 - ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
 - ``walking``: frames where the body travels rather than exercising in place.
@@ -786,7 +786,7 @@ def geometry_tables(
             np.empty(nl, xy.dtype), np.empty(npo), np.empty(npo))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def pose_geometry_into(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
@@ -796,8 +796,7 @@ def pose_geometry_into(
 ) -> tuple[int, int]:
     """:func:`pose_geometry` of frames lo..hi, written into the outputs of :func:`geometry_tables`
     (raw, vis, gated untransposed); returns how many of them have a pose in the image and how
-    many the wrists above the nose. Frames are independent, so ranges can be measured at the
-    same time (the GIL is released)."""
+    many the wrists above the nose."""
     m = triples.shape[0]
     do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
     do_posture = (what & POSTURE) > 0
@@ -1038,7 +1037,7 @@ def levels(
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def period_inputs(
     x: np.ndarray, max_gap: int, half: int, lags: int, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
@@ -1064,7 +1063,7 @@ def power(f: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def settle(
     filled: np.ndarray, first: np.ndarray, half: int, env_half: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1075,7 +1074,7 @@ def settle(
     return s, e_lo, e_hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def count_reps(
     s: np.ndarray, e_lo: np.ndarray, e_hi: np.ndarray, lo_frac: float, hi_frac: float, min_rom: float,
     min_len: int, max_gap: int, walking: np.ndarray, posture: np.ndarray, walk_share: float, posture_deg: float,
@@ -1422,7 +1421,7 @@ def posture_series(
 # ------------------------------------------------------------------ walking, view
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def walking(
     ppm: np.ndarray, hip_x: np.ndarray, half: int, walk_m: float, walk_log_scale: float
 ) -> np.ndarray:
@@ -1448,7 +1447,7 @@ def walking(
     return out
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> float:
     """Median over posed frames and both lines (rows) of atan2(dz, dx) in degrees; NaN when
     there are none or a line is NaN.
@@ -1498,7 +1497,7 @@ def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> flo
     return ((0.0 + a) + b) / 2.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
     """np.median of x over the posed frames, in x's precision (NaN when none)."""
     buf = np.empty(x.shape[0] + 1, x.dtype)  # float32 stays float32, as numpy's median of float32 does

@@ -36,7 +36,6 @@ import numpy as np
 from . import geometry, kernels
 from .exercises import Component
 from .geometry import Geometry
-from .parallel import map2
 from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
@@ -202,8 +201,7 @@ class _Prepared:
 
 
 def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
-    """Each signal (length >= 3) filled, smoothed by its period and enveloped (the signals of a long
-    clip shared between two threads)."""
+    """Each signal (length >= 3) filled, smoothed by its period and enveloped."""
     fps = _fps(t)
     n = len(signals[0])
     a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))  # dominant_periods' default range
@@ -220,7 +218,7 @@ def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
         s, e_lo, e_hi = kernels.settle(filled, first, half, max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2)))
         return _Prepared(x, s, period, fps, e_lo, e_hi)
 
-    return map2(one, signals, n)
+    return [one(x) for x in signals]
 
 
 def _count_prepared(
@@ -289,8 +287,8 @@ class Counter:
         key = (comps, min_rom, None if walking is None else id(walking))
         if key not in self._counts:
             self.prepare([comps])
-            seg, *sides = map2(lambda p: _count_prepared(p, min_rom, walking, self.posture),
-                               [self._prepared[k] for k in _signal_keys(comps)], len(self.t))
+            seg, *sides = (_count_prepared(self._prepared[k], min_rom, walking, self.posture)
+                           for k in _signal_keys(comps))
             reps = seg.reps
             for side in sides:
                 reps = kernels.add_disjoint(reps, side.reps)
