@@ -128,6 +128,9 @@ class TreeSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
+            # read each time: right after Popen the root may not have exec'd yet (it still shows
+            # its parent's command line), and a child forked later would then pass for exec'd
+            self.root_cmd = _read(f"/proc/{self.root}/cmdline") or self.root_cmd
             for pid in tree(self.root):
                 cmd = self.roles.get(pid) or _read(f"/proc/{pid}/cmdline")
                 if cmd and cmd != self.root_cmd and pid not in self.roles:
