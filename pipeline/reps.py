@@ -208,7 +208,7 @@ def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
     size = _fft_len(n + b)
     gap, half0 = max(1, int(MAX_GAP_S * fps)), max(1, int(round(SMOOTH_S[0] * fps)))
 
-    def one(x: np.ndarray) -> _Prepared:
+    def one(x: np.ndarray) -> _Prepared:  # its own FFT: cheaper than the signals stacked in one call
         y = np.zeros((1, size))
         filled, first, finite, counts = kernels.period_inputs(x, gap, half0, max(b, 0), y[0])
         period = _periods(y, [finite], [counts], n, fps, 0.5, a, b)[0][0]
@@ -266,8 +266,8 @@ class Counter:
         self._masks: list[np.ndarray] = []  # keeps the walking masks (keyed by id) alive
 
     def prepare(self, exercises: list[tuple[Component, ...]]) -> None:
-        """Make the combined and one-sided signals of these components ready (their periods are
-        estimated together, which is cheaper than one at a time)."""
+        """Make the combined and one-sided signals of these components ready (each signal once,
+        whichever exercises share it)."""
         keys = [k for comps in exercises for k in _signal_keys(comps) if k not in self._prepared]
         keys = list(dict.fromkeys(keys))
         if not keys:
