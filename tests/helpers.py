@@ -223,3 +223,14 @@ def check_summary(d: dict[str, object]) -> None:
     model = d["model"]
     assert isinstance(model, dict) and isinstance(model["id"], str) and model["id"], model
     assert re.fullmatch(r"[0-9a-f]{64}", str(model["sha256"])), model
+
+
+def sse_events(lines: Iterable[str]) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """(event name, JSON data) of each Server-Sent Event in a stream's lines."""
+    events, name = [], ""
+    for line in lines:
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.split(":", 1)[1])))
+    return events

@@ -8,12 +8,12 @@ metrics and the headers every response carries.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import pytest
+from helpers import sse_events
 from litestar.testing import TestClient
 
 from api import settings
@@ -56,16 +56,10 @@ def _upload(client: TestClient, headers: dict[str, str], path: Path, **fields: s
 
 
 def _follow(client: TestClient, headers: dict[str, str], job_id: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
-    events, name = [], None
     with client.stream("GET", f"/v1/analyses/{job_id}/events", headers=headers) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
+        return sse_events(resp.iter_lines())
 
 
 def test_missing_and_invalid_keys_are_401_problems(served) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import REPO
+from helpers import REPO, sse_events
 
 PG_URL = os.environ.get("FORMCHECK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FORMCHECK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -132,16 +132,10 @@ def _upload(srv: Server, key: dict[str, str], clip: Path, **fields: str) -> str:
 
 
 def _follow(srv: Server, key: dict[str, str], job_id: str, timeout: float = 240) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
-    events, name = [], ""
     with httpx.stream("GET", f"{srv.url}/v1/analyses/{job_id}/events", headers=key,
                       timeout=httpx.Timeout(timeout, connect=5)) as resp:
         assert resp.status_code == 200
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
+        return sse_events(resp.iter_lines())
 
 
 def _wait_status(srv: Server, key: dict[str, str], job_id: str, want: set[str], timeout: float = 120) -> dict:  # type: ignore[type-arg]
