@@ -22,7 +22,7 @@ from litestar.exceptions import ClientException, ServiceUnavailableException
 from litestar.params import Body
 
 from pipeline.errors import FormcheckError
-from pipeline.still import StillJob, StillResult, image_kind, run_still
+from pipeline.still import NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
 
 from . import metrics
 from .service import Service
@@ -68,6 +68,10 @@ async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any]
     if image_kind(data) is None:
         raise ClientException(status_code=415, detail=f"{name!r} is not a JPEG or PNG image (first bytes "
                                                       f"{data[:8]!r}): expected image/jpeg or image/png")
+    try:
+        check_image(data, name)  # a decompression bomb is refused here, before a worker decodes it
+    except NotAnImage as exc:
+        raise ClientException(status_code=422, detail=str(exc)) from None
     key = _key(data, service)
     cache = service.cache
     if cache is not None:

@@ -55,11 +55,51 @@ def image_kind(data: bytes) -> str | None:
     return next((kind for magic, kind in MAGIC.items() if data.startswith(magic)), None)
 
 
-def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
-    """RGB uint8 (h, w, 3), halved until its longer side is at most ``max_side``."""
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that a JPEG or PNG header claims, read without decoding; None when the
+    header does not say (the decoder then decides)."""
+    kind = image_kind(data)
+    if kind == "png":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = 2
+    while kind == "jpeg" and i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 if 0xD0 <= marker <= 0xD8 or marker == 0x01 else 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def check_image(data: bytes, name: str) -> None:
+    """Raise unless ``data`` is a JPEG or PNG whose header claims at most ``MAX_PIXELS``: a
+    decompression bomb (a few KB claiming 30000x30000) is refused before anything decodes it."""
     if image_kind(data) is None:
         raise NotAnImage(f"{name!r} is not a JPEG or PNG image (first bytes {data[:8]!r}): expected one of those")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise NotAnImage(f"{name!r} claims {size[0]}x{size[1]} pixels: expected at most {MAX_PIXELS} (8192x8192)")
+
+
+def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
+    """RGB uint8 (h, w, 3), halved until its longer side is at most ``max_side``."""
+    check_image(data, name)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own limits (e.g. more than 2^30 pixels) raise rather than return None
+        bgr = None
     if bgr is None:
         raise NotAnImage(f"{name!r} looks like an image but could not be decoded: expected a complete JPEG or PNG")
     if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
