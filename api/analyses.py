@@ -274,8 +274,10 @@ class Analyses(Controller):
         return File(path, media_type=FILES[name], filename=name, content_disposition_type="inline")
 
 
-def _not_found(job_id: FromPath[str]) -> NotFoundException:
-    return NotFoundException(detail=f"no analysis {job_id!r} for this API key")
+def _not_found(job_id: str) -> NotFoundException:
+    """The same answer for an id that does not exist and one another key owns (nothing leaks)."""
+    return NotFoundException(detail=f"no analysis {job_id!r} for this API key: expected the id of one of its "
+                                    "analyses (as POST /v1/analyses or GET /v1/analyses gave it)")
 
 
 async def _own(service: Service, request: Request[Any, Any, Any], job_id: str) -> Job:

@@ -81,21 +81,51 @@ async def stamp(message: Message, scope: Scope) -> None:
         headers[name] = value
 
 
-def _problem(exc: HTTPException) -> ProblemDetailsException:
-    status = exc.status_code
-    detail = exc.detail
-    extra = exc.extra
-    if isinstance(exc, ValidationException) and isinstance(extra, list):
-        parts = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in extra if isinstance(e, dict)]
+PART_LIMIT = 1000  # parts in one multipart body (a video and two fields; up to 16 images)
+_BODY_ERRORS = ("Invalid multipart/form-data", "Unexpected eof in multipart/form-data", "JSON is malformed")
+
+
+def _expected_body(request: Request[Any, Any, Any]) -> str:
+    """The media type the matched route reads its body as (``data``'s ``Body``)."""
+    handler = request.scope.get("route_handler")
+    data = handler.parsed_fn_signature.parameters.get("data") if handler is not None else None
+    media = getattr(getattr(data, "kwarg_definition", None), "media_type", None)
+    return str(getattr(media, "value", media) or "application/json")
+
+
+def _detail(request: Request[Any, Any, Any], exc: HTTPException) -> tuple[int, str]:
+    """Status and detail; Litestar's own terse errors (routing, body parsing) say what was
+    expected and what came."""
+    status, detail = exc.status_code, str(exc.detail)
+    method, path = request.method, request.url.path
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        parts = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in exc.extra if isinstance(e, dict)]
         detail = f"{detail}: {'; '.join(parts)}" if parts else detail
-    if status == 413 and "limit" not in str(detail):
-        detail = "the request body is larger than the upload limit"
+    elif status == 400 and detail == "Request Entity Too Large":  # Litestar 2 keeps its part limit a 400
+        status, detail = 413, (f"the multipart body has more than {PART_LIMIT} parts: expected at most "
+                               f"{PART_LIMIT} (a file and its fields)")
+    elif status == 400 and detail.startswith(_BODY_ERRORS):
+        got = request.headers.get("content-type") or "none"
+        detail = f"{detail}: expected a {_expected_body(request)} body; got content-type {got!r}"
+    elif status == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
+        detail = f"no route {method} {path!r}: expected a path listed in /schema/openapi.json"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        detail = f"method {method} is not allowed on {path!r}: expected one of {allowed or 'the documented methods'}"
+    elif status == 413 and "limit" not in detail:  # Litestar's body-size check
+        detail = "the request body is larger than the upload limit (FORMCHECK_MAX_UPLOAD_MB): expected a smaller file"
+    return status, detail
+
+
+def _problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status, detail = _detail(request, exc)
     headers = dict(exc.headers or {})
     if status == 429:
         headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
         detail = "rate limit exceeded: retry after the number of seconds in Retry-After"
-    return ProblemDetailsException(status_code=status, title=HTTPStatus(status).phrase, detail=str(detail),
-                                   headers=headers, extra=extra if isinstance(extra, dict) else None)
+    extra = exc.extra if isinstance(exc.extra, dict) else None
+    return ProblemDetailsException(status_code=status, title=HTTPStatus(status).phrase, detail=detail,
+                                   headers=headers, extra=extra).to_response(request)
 
 
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -136,9 +166,8 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
         lifespan=[lifespan],
         middleware=middleware,
         stores=stores,
-        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(
-            exception_to_problem_detail_map={HTTPException: _problem}))],
-        exception_handlers={Exception: _crash},
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig())],
+        exception_handlers={HTTPException: _problem, Exception: _crash},
         compression_config=CompressionConfig(backend="brotli", brotli_gzip_fallback=True, minimum_size=500,
                                              exclude=["^/v1/analyses/[^/]+/events$", r"\.mp4$", r"\.png$"]),
         cors_config=CORSConfig(allow_origins=list(srv.cors_origins), allow_headers=["Authorization", "Content-Type"],
@@ -148,7 +177,7 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
         openapi_config=OpenAPIConfig(title="formcheck", version="1", path="/schema",
                                      description="Pose analysis of workout videos: reps, range of motion, tempo."),
         request_max_body_size=(srv.max_upload_mb << 20) + (1 << 20),
-        multipart_form_part_limit=1000,
+        multipart_form_part_limit=PART_LIMIT,
         before_send=[stamp],
         logging_config=None,  # logs.configure sets up logging once per process
     )
