@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import xxhash
@@ -58,17 +59,29 @@ def _str(x: Any, where: str, default: str | None = None) -> str:
     return x.strip()
 
 
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # exercise, view, fault, flag and angle names of an analysis
+
+
+def _name(x: str, where: str) -> str:
+    """Names go into the prompt and the advice: only the identifiers an analysis uses."""
+    if not NAME.fullmatch(x):
+        raise RequestError(f"{where} must be a name (lowercase letters, digits and _, as formcheck writes it); "
+                           f"got {x!r:.80}")
+    return x
+
+
 def _named(x: Any, where: str, default: str | None = None) -> str:
     """``{"name": ...}`` (the analysis' form) or a plain string."""
-    return _str(x.get("name") if isinstance(x, dict) else x, where, default)
+    return _name(_str(x.get("name") if isinstance(x, dict) else x, where, default), where)
 
 
 def _strings(x: Any, where: str) -> list[str]:
+    """A list of names (faults, flags)."""
     if x is None:
         return []
     if not isinstance(x, list) or not all(isinstance(s, str) for s in x):
         raise RequestError(f"{where} must be a list of strings; got {x!r}")
-    return list(x)
+    return [_name(s, f"{where}[{i}]") for i, s in enumerate(x)]
 
 
 def _rep(r: Any, i: int) -> dict[str, Any]:
@@ -80,6 +93,7 @@ def _rep(r: Any, i: int) -> dict[str, Any]:
     if not isinstance(secondary, dict):
         raise RequestError(f"{where}.secondary must be an object of angle -> {{min_deg, max_deg}}; got {secondary!r}")
     for name, mm in sorted(secondary.items()):
+        _name(name, f"{where}.secondary")
         if not isinstance(mm, dict):
             raise RequestError(f"{where}.secondary.{name} must be {{min_deg, max_deg}}; got {mm!r}")
         angles[str(name)] = [_num(mm.get("min_deg"), 0, f"{where}.secondary.{name}.min_deg"),
@@ -115,6 +129,8 @@ def normalize(analysis: Any) -> dict[str, Any]:
     defs = analysis.get("fault_definitions") or {}
     if not isinstance(defs, dict) or not all(isinstance(v, str) for v in defs.values()):
         raise RequestError(f"analysis.fault_definitions must map fault names to text; got {defs!r:.80}")
+    for name in defs:
+        _name(name, "analysis.fault_definitions")
     count = analysis.get("rep_count", len(reps))
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise RequestError(f"analysis.rep_count must be an integer >= 0; got {count!r}")
