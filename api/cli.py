@@ -1,32 +1,36 @@
-"""Command line front: ``formcheck analyze VIDEO`` and ``formcheck demo``.
+"""Command line front: ``formcheck analyze VIDEO``, ``demo``, ``batch DIR``, ``serve``, ``keys``,
+``recommend``.
 
 Exit codes: 0 done; 2 bad input or option; 3 model problem; 4 an inference
-worker failed; 1 anything unexpected (message on stderr, traceback only with
-``--debug``); 130 interrupted.
+worker failed; 5 the Dask scheduler unreachable or without workers; 1 anything
+unexpected (message on stderr, traceback only with ``--debug``; for ``batch``: some
+files failed); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import NoReturn
 
 from pipeline.config import AUTO, DEFAULT_FPS, AnalysisConfig
-from pipeline.errors import FormcheckError, InputError, ModelError, WorkerError
+from pipeline.errors import ClusterError, FormcheckError, InputError, ModelError, WorkerError
 from pipeline.exercises import GENERIC, NAMES
-from pipeline.pool import make_pool, prestart, terminate
 from pipeline.stored import infer_options, lookup
 
 from . import samples, settings
+from .engines import Engine, open_engine
 from .progress import Bar
 
-EXIT: dict[type[Exception], int] = {InputError: 2, NotADirectoryError: 2, ModelError: 3, WorkerError: 4}
+EXIT: dict[type[Exception], int] = {
+    InputError: 2, NotADirectoryError: 2, ModelError: 3, WorkerError: 4, ClusterError: 5,
+}
 
 
 def _bounded(lo: int, hi: int) -> Callable[[str], int]:
@@ -72,28 +76,37 @@ def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create an API key and print it on stdout (shown only once)")
     kc.add_argument("--name", default="default", help="a label for the key")
     kc.add_argument("--data-dir", type=Path, default=None, help="as for serve")
+    from .batch_cmd import add_parser as add_batch
     from .recommend.cli import add_parser as add_recommend
 
+    add_batch(sub, cfg)
     add_recommend(sub)
     return p
 
 
 def _common(p: argparse.ArgumentParser, cfg: settings.Settings, default_out: str | None = None) -> None:
-    p.add_argument("--exercise", default=AUTO, choices=(AUTO, GENERIC, *NAMES),
-                   help="exercise, or auto to detect it (default: auto)")
     p.add_argument("--out", type=Path, default=Path(default_out) if default_out else None,
                    help="write analysis.json, angles.csv, annotated.mp4, reps.png here")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+    analysis_options(p, cfg)
+
+
+def analysis_options(p: argparse.ArgumentParser, cfg: settings.Settings) -> None:
+    p.add_argument("--exercise", default=AUTO, choices=(AUTO, GENERIC, *NAMES),
+                   help="exercise, or auto to detect it (default: auto)")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS,
                    help=f"analyze at least this many frames/s, skipping the rest (default {DEFAULT_FPS:g}; "
                    "0: every frame)")
     p.add_argument("--workers", type=_bounded(1, 64), default=cfg.workers,
-                   help=f"inference processes (default {cfg.workers})")
+                   help=f"inference processes (default {cfg.workers}; with --scheduler: the cluster's)")
+    p.add_argument("--scheduler", default=cfg.scheduler, metavar="tcp://HOST:PORT",
+                   help="run inference on this Dask scheduler's workers (default: FORMCHECK_SCHEDULER, "
+                   "else a local process pool)")
     p.add_argument("--model", default=None, help="path to a pose landmarker .task file (default: bundled full)")
     p.add_argument("--people", type=_bounded(1, 6), default=1,
                    help="people to look for per frame, 1..6 (the subject is chosen among them)")
     p.add_argument("--max-side", type=int, default=cfg.max_side, help="downscale longer side before inference")
-    p.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result and frame caches")
 
 
@@ -111,22 +124,23 @@ def run_analysis(video: str, args: argparse.Namespace, cfg: settings.Settings) -
     if args.out is not None:
         outputs.check_dir(args.out)  # a bad --out fails before the analysis, creating nothing
     found = lookup(video, conf)  # a cache hit answers here: no worker started, no kernels loaded
-    pool: Executor | None = None
+    engine: Engine | None = None
     try:
         if found.hit is not None:
             result = found.hit
         else:
-            if conf.workers > 1:  # the workers start and warm while this process loads the features stage
-                pool = make_pool(conf.workers, infer_options(conf, found.model))
-                prestart(pool, conf.workers)
+            # local workers start and warm while this process loads the features stage
+            engine = open_engine(args.scheduler, conf.workers, infer_options(conf, found.model))
+            conf = dataclasses.replace(conf, workers=engine.workers)
             from pipeline.analyze import compute  # numba and the kernels' disk cache: ~0.7 s
 
-            result = compute(video, conf, found, pool, Bar("analyzing"))
+            result = compute(video, conf, found, engine.executor, Bar("analyzing"))
     except BaseException:
-        terminate(pool)  # a failed or interrupted analysis must not wait for busy workers
+        if engine is not None:
+            engine.close(True)  # a failed or interrupted analysis must not wait for busy workers
         raise
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if engine is not None:
+        engine.close(False)
     summary = result.summary
     if args.out is not None:
         paths = outputs.write_all(result, args.out, Bar("rendering"), video=not args.no_video)
@@ -178,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return recommend(args, cfg)
     try:
+        if args.command == "batch":
+            from . import batch_cmd
+
+            return batch_cmd.run(args, _config(args, cfg))
         if args.command == "demo":
             print("formcheck: fetching the sample clip (sports2d wheel, cached)...", file=sys.stderr)
             video = str(samples.fetch("sports2d_demo", cfg.sample_cache))

@@ -1,4 +1,4 @@
-"""The server's inference pool, replaced when a worker dies.
+"""The server's inference pool, replaced when a worker dies (or a Dask cluster, :class:`ClusterHolder`).
 
 A ``ProcessPoolExecutor`` whose worker is killed is broken for good: every pending and later
 future fails. The holder swaps in a fresh pool (warm before it is used) so the service keeps
@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from pipeline.infer import InferOptions, warm
 from pipeline.pool import make_pool, prestart, terminate
+
+from .engines import Engine, cluster
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,61 @@ class PoolHolder:
             terminate(pool)
         else:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ClusterHolder:
+    """:class:`PoolHolder`'s face over a Dask cluster (``FORMCHECK_SCHEDULER``): the model is
+    shipped to and warmed on every worker; a worker that dies is Dask's to replace, and its
+    tasks are rescheduled on the others, so nothing here is ever "broken"."""
+
+    def __init__(self, address: str, options: InferOptions) -> None:
+        self.address, self.options = address, options
+        self.workers = 1  # chunks per clip: the cluster's worker threads, once connected
+        self.replaced = 0
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._asker = ThreadPoolExecutor(1, thread_name_prefix="formcheck-cluster-info")
+
+    def start(self) -> None:
+        with self._lock:
+            if self._engine is None:
+                self._engine = cluster(self.address, self.options)
+                self.workers = self._engine.workers
+
+    def executor(self) -> Executor:
+        self.start()
+        assert self._engine is not None and self._engine.executor is not None
+        return self._engine.executor
+
+    def replace_if_broken(self) -> bool:
+        return False
+
+    def alive(self) -> int:
+        """Workers the scheduler knows now."""
+        engine = self._engine
+        if engine is None or engine.executor is None:
+            return 0
+        from pipeline.cluster import worker_count
+
+        client = engine.executor.client  # type: ignore[attr-defined]
+        try:  # off the caller's thread: a sync Dask call on a running asyncio loop would not block
+            return self._asker.submit(worker_count, client).result(timeout=5)
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable or slow: none alive
+            return 0
+
+    def pids(self) -> list[int]:
+        return []  # the workers are not this machine's children
+
+    def close(self, kill: bool = False) -> None:
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close(kill)
+        self._asker.shutdown(wait=False)
+
+
+def holder(scheduler: str | None, workers: int, options: InferOptions) -> PoolHolder | ClusterHolder:
+    return ClusterHolder(scheduler, options) if scheduler else PoolHolder(workers, options)
 
 
 def _broken(pool: ProcessPoolExecutor) -> bool:

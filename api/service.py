@@ -19,7 +19,7 @@ from pipeline.stored import infer_options, resolve_model
 
 from . import metrics
 from .jobs import Runner
-from .pools import PoolHolder
+from .pools import ClusterHolder, PoolHolder, holder
 from .settings import Settings
 from .store import Job, Store, open_store
 
@@ -34,7 +34,7 @@ class Service:
     render_video: bool = True
     run_jobs: bool = True  # False: accept and serve, but leave the queue to other processes
     store: Store = field(init=False)
-    pools: PoolHolder = field(init=False)
+    pools: PoolHolder | ClusterHolder = field(init=False)
     runner: Runner = field(init=False)
     cache: TieredCache | None = field(init=False, default=None)
     ready: bool = False
@@ -59,11 +59,12 @@ class Service:
         await self.store.open()
         cfg = self.analysis_config({})
         model = await asyncio.to_thread(resolve_model, cfg)  # builds the bundle on first run
-        self.pools = PoolHolder(self.workers, infer_options(cfg, model))
+        self.pools = holder(self.settings.scheduler, self.workers, infer_options(cfg, model))
         cache_cfg = self.settings.cache(True)
         self.cache = shared(cache_cfg) if cache_cfg is not None else None
-        if self.warm:
+        if self.warm or isinstance(self.pools, ClusterHolder):
             await asyncio.to_thread(self.pools.start)
+            self.workers = self.pools.workers  # a cluster: one chunk per worker thread
             await asyncio.to_thread(_load_kernels)
         self.runner = Runner(self.store, self.pools, self._job_config, srv.artifacts, attempts=srv.job_attempts,
                              render_video=self.render_video)

@@ -4,6 +4,7 @@
 |---------------------|--------------------------------------|------------------------------------------|
 | XDG_CACHE_HOME      | ~/.cache                             | models and samples go under formcheck/   |
 | FORMCHECK_WORKERS   | number of CPU cores                  | inference processes                      |
+| FORMCHECK_SCHEDULER | (none: a local process pool)         | tcp://HOST:PORT of a Dask scheduler to run inference on |
 | FORMCHECK_MAX_SIDE  | 1280                                 | longest side (px) before inference       |
 | FORMCHECK_CACHE_MB  | 2048                                 | bound of the on-disk cache               |
 | FORMCHECK_MEMORY_CACHE_MB | 256                            | bound of the in-process cache            |
@@ -53,6 +54,7 @@ class Settings:
     cache_ttl_s: int = 7 * 86400
     server: ServerSettings = field(default_factory=lambda: ServerSettings(Path("formcheck-data")))
     recommend: RecommendSettings = field(default_factory=lambda: RecommendSettings())
+    scheduler: str | None = None  # a Dask scheduler address (None: the local pool)
 
     def cache(self, enabled: bool = True) -> CacheConfig | None:
         """The cache tiers to use (None with ``enabled=False``, i.e. ``--no-cache``)."""
@@ -273,4 +275,14 @@ def load(env: dict[str, str] | None = None) -> Settings:
         cache_ttl_s=max(1, _int(env, "FORMCHECK_CACHE_TTL", 7 * 86400)),
         server=_server(env),
         recommend=_recommend(env),
+        scheduler=_scheduler(env),
     )
+
+
+def _scheduler(env: dict[str, str]) -> str | None:
+    raw = env.get("FORMCHECK_SCHEDULER", "").strip()
+    if not raw:
+        return None
+    if not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$", raw):
+        raise SettingsError(f"FORMCHECK_SCHEDULER must be a Dask scheduler address like tcp://HOST:8786, got {raw!r}")
+    return raw

@@ -8,7 +8,8 @@
     │   ├── CorruptVideo      a stream that stops decoding before it delivered usable frames
     │   └── InvalidParameter  an option outside its allowed values
     ├── ModelError            the pose model is missing or corrupt
-    └── WorkerError           an inference worker died or failed; the job can be retried
+    ├── WorkerError           an inference worker died or failed; the job can be retried
+    └── ClusterError          the Dask scheduler cannot be reached or has no workers
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidParameter",
     "ModelError",
     "WorkerError",
+    "ClusterError",
 ]
 
 
@@ -61,3 +63,6 @@ class ModelError(FormcheckError):
 class WorkerError(FormcheckError, RuntimeError):
     """An inference worker failed; the input may be fine."""
 
+
+class ClusterError(FormcheckError):
+    """The Dask scheduler given with --scheduler cannot be reached, or no worker joined it."""

@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -84,6 +85,9 @@ _LANDMARKER: object | None = None
 _LOADED: InferOptions | None = None
 _CLOCK_MS = 0  # this process's landmarker timeline; VIDEO mode needs it strictly increasing
 WORKER_MEMORY_CACHE = 64 << 20  # per-process memory tier for frame landmarks
+# One chunk at a time per process: the landmarker and its clock are per process, and a Dask
+# worker may run several tasks at once in threads (``dask worker --nthreads 1`` avoids waiting).
+_RUN_LOCK = threading.Lock()
 
 
 _BARE = ("mediapipe", "mediapipe.tasks", "mediapipe.tasks.python", "mediapipe.tasks.python.vision")
@@ -179,14 +183,15 @@ def warm(options: InferOptions) -> int:
 
     cv2.setNumThreads(1)
     global _CLOCK_MS
-    try:
-        lm = load(options)
-    except ModelError as exc:  # leave the worker alive: run_chunk raises it again, to the caller
-        log.warning("could not warm the pose model: %s", exc)
-        return os.getpid()
-    blank = np.zeros((64, 64, 3), np.uint8)
-    _CLOCK_MS += 1000
-    lm.detect_for_video(image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
+    with _RUN_LOCK:
+        try:
+            lm = load(options)
+        except ModelError as exc:  # leave the worker alive: run_chunk raises it again, to the caller
+            log.warning("could not warm the pose model: %s", exc)
+            return os.getpid()
+        blank = np.zeros((64, 64, 3), np.uint8)
+        _CLOCK_MS += 1000
+        lm.detect_for_video(image(blank), _CLOCK_MS)  # type: ignore[attr-defined]
     return os.getpid()
 
 
@@ -223,11 +228,12 @@ def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tupl
 
 def run_chunk(job: ChunkJob) -> ChunkResult:
     """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
-    lm = load(job.options)
-    cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
-    frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
-    with closing(frames_in):  # the capture is released even if inference raises
-        chunk = _infer_frames(frames_in, job, lm, cache)
+    with _RUN_LOCK:
+        lm = load(job.options)
+        cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
+        frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
+        with closing(frames_in):  # the capture is released even if inference raises
+            chunk = _infer_frames(frames_in, job, lm, cache)
     return chunk
 
 
