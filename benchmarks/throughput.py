@@ -22,6 +22,9 @@ server or a batch job keeps it), the numba kernels loaded (one untimed analysis 
     process, timed from launch to exit; ``cold`` = launch to the first frame sent to the model
     (the CLI's ``timing.first_inference_epoch``); a fresh ``XDG_CACHE_HOME`` holding a copy of the
     built model bundle; the numba cache is whatever this checkout has (warm after the first run).
+(g) (b) on a Dask ``LocalCluster`` on 127.0.0.1 (``--workers`` worker processes, one thread each,
+    model shipped and warmed by formcheck's worker plugin, clip bytes scattered) through
+    ``pipeline.cluster.ClusterExecutor``: the engine's overhead over the local pool is (g)/(b).
 
 frames/s = analyzed frames / wall; ``x`` = frames/s over (a)'s; speedup = (a)'s wall / this wall.
 Peak RSS per process: (a), (e): each child's VmHWM at its end; (b)-(d): this process and the pool's
@@ -49,9 +52,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("a", "b", "c", "d", "e", "f")
+MODES = ("a", "b", "c", "d", "e", "f", "g")
 TITLES = {"a": "(a) naive", "b": "(b) every frame", "c": "(c) default rate", "d": "(d) cache hit",
-          "e": "(e) ceiling", "f": "(f) CLI cold"}
+          "e": "(e) ceiling", "f": "(f) CLI cold", "g": "(g) Dask"}
 SAMPLE_S, FALLBACK_FPS, TIMEOUT_S = 0.05, 15.0, 1800.0
 PROC_CHILDREN = any(Path("/proc/self/task").glob("*/children"))
 
@@ -346,7 +349,39 @@ class Service:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float) -> dict[str, Run]:
+class DaskService(Service):
+    """(b) on a warm Dask LocalCluster of ``workers`` processes instead of the local pool."""
+
+    def __init__(self, workers: int, model_cache: Path, max_side: int, warm_clip: str) -> None:
+        from distributed import Client, LocalCluster
+
+        from pipeline.analyze import analyze
+        from pipeline.cluster import ClusterExecutor
+        from pipeline.config import AnalysisConfig
+        from pipeline.stored import infer_options, resolve_model
+
+        self.workers, self.analyze, self.frames = workers, analyze, 0
+        self.base = AnalysisConfig(model_cache=model_cache, workers=workers, max_side=max_side)
+        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    dashboard_address="127.0.0.1:0")
+        self.client = Client(self.cluster, set_as_default=False)
+        self.client.wait_for_workers(workers, timeout=120)
+        self.pool = ClusterExecutor(self.client, infer_options(self.base, resolve_model(self.base)))  # type: ignore[assignment]
+        self._pids = sorted(int(p) for p in self.client.run(os.getpid).values())
+        self.run(warm_clip, self.base.fps, None)
+        self.rss_warm, self.frames = self.worker_rss(), 0
+
+    def worker_pids(self) -> list[int]:
+        return self._pids
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()
+        self.cluster.close()
+
+
+def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float,
+                 dask: Service | None = None) -> dict[str, Run]:
     from pipeline.cache import CacheConfig
 
     def median_run(make: Callable[[], Run]) -> Run:
@@ -362,6 +397,8 @@ def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float
         runs["d"] = median_run(lambda: svc.run(clip, c_fps, cache))
         runs["e"] = median_run(lambda: ceiling_run(clip, svc.workers, model, svc.base.max_side))
         runs["f"] = median_run(lambda: cli_run(clip, svc.workers, xdg, ["--fps", f"{c_fps:g}", "--no-cache"]))
+        if dask is not None:
+            runs["g"] = median_run(lambda: dask.run(clip, 0.0, None))
     finally:
         shutil.rmtree(xdg, ignore_errors=True)
     return runs
@@ -378,6 +415,8 @@ def overall(clips: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Totals over clips per mode (frames, walls) and the largest peak per process role."""
     runs = {}
     for m in MODES:
+        if any(m not in c["runs"] for c in clips):
+            continue
         rows = [c["runs"][m] for c in clips]
         rss = {k: max(r["rss_mb"].get(k, 0.0) for r in rows) for r in rows for k in r["rss_mb"]}
         colds = [r["cold_s"] for r in rows if r.get("cold_s") is not None]
@@ -401,32 +440,36 @@ def _cells(r: dict[str, Any]) -> tuple[list[str], list[str], list[str], str]:
     def times(m: str, key: str) -> str:
         return f" ×{r[m][key]:.2f}" if m != "a" and r[m][key] else ""
 
-    fps = [f"{r[m]['fps']:.1f}{times(m, 'x')}" for m in MODES]
+    modes = [m for m in MODES if m in r]
+    fps = [f"{r[m]['fps']:.1f}{times(m, 'x')}" for m in modes]
     wall = [f"{r[m]['wall_s']:.3g}" + (f" ({r[m]['json_wall_s']:.3g})" if r[m]["json_wall_s"] else "")
             + times(m, "speedup") + (f", cold {r[m]['cold_s']:.2f}" if r[m].get("cold_s") is not None else "")
-            for m in MODES]
-    reps = [r[m]["reps"] for m in "abcd"]
+            for m in modes]
+    reps = [r[m]["reps"] for m in "abcdg" if m in r]
     same = "" if all(v == reps[1] for v in reps) else " ≠"
-    return fps, wall, [_rss(r[m]["rss_mb"]) for m in MODES], "" if reps[0] is None else "/".join(map(str, reps)) + same
+    return fps, wall, [_rss(r[m]["rss_mb"]) for m in modes], "" if reps[0] is None else "/".join(map(str, reps)) + same
 
 
 def markdown(report: dict[str, Any]) -> str:
     meta, total = report["meta"], report["overall"]
     rows = [(c["clip"], str(c["frames"]), *_cells(c["runs"])) for c in report["clips"]]
     rows.append(("**overall**", str(total["frames"]), *_cells(total["runs"])))
-    head = ["clip", "frames", *TITLES.values()]
+    head = ["clip", "frames", *(TITLES[m] for m in MODES if m in total["runs"])]
+    g = total["runs"].get("g")
+    engine = ([f"(g) Dask over (b) the local pool, overall: {g['fps'] / total['runs']['b']['fps']:.3f}x the frames/s "
+               f"(overhead {100 * (1 - g['fps'] / total['runs']['b']['fps']):.1f}%).", ""] if g else [])
     return "\n".join([
         f"{meta['cpus']} CPUs, --workers {meta['workers']}, --repeat {meta['repeat']}; load average (1, 5, 15 min) "
         f"{meta['load_before']} before, {meta['load_after']} after; whole run {meta['total_wall_s']:.0f} s.",
         f"(c): {meta['c_note']}. (d): (c)'s options, second run (result cache: {meta['d_cache']}). "
         "(b)-(d) on one warm pool; (f): a new CLI process per clip at (c)'s rate.", "",
-        "Analyzed frames/s (× = over (a)'s); reps a/b/c/d (≠: not all equal to (b)):", "",
+        "Analyzed frames/s (× = over (a)'s); reps a/b/c/d(/g) (≠: not all equal to (b)):", "",
         *_table([*head, "reps"], [[n, f, *fps, reps] for n, f, fps, _, _, reps in rows]), "",
         "Wall s ((a): its loop; (b)-(d): analyze() on the warm pool; (e): inference only; (f): launch to exit, "
         "cold = launch to first inference; overall: the largest); (the analysis's own timing.wall_s); "
         "× = (a)'s wall / this wall:", "", *_table(head, [[n, f, *wall] for n, f, _, wall, _, _ in rows]), "",
         "Peak RSS MB per process (main + w workers); (a), (e): VmHWM in each child:", "",
-        *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), "", *_pool_lines(meta)])
+        *_table(head, [[n, f, *mem] for n, f, _, _, mem, _ in rows]), "", *engine, *_pool_lines(meta)])
 
 
 def _pool_lines(meta: dict[str, Any]) -> list[str]:
@@ -455,6 +498,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="write all numbers here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
     ap.add_argument("--repeat", type=int, default=1, help="runs per mode; the median-wall run is kept")
+    ap.add_argument("--no-dask", action="store_true", help="skip (g), the Dask LocalCluster column")
     args = ap.parse_args(argv)
     if missing := [v for v in args.videos if not Path(v).is_file()]:
         ap.error(f"clip not found: {', '.join(missing)} (expected paths to video files)")
@@ -473,14 +517,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     (c_fps, c_note), t0, load0 = default_rate(), time.perf_counter(), os.getloadavg()
     clips: list[dict[str, Any]] = []
     svc = Service(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
+    dask = None
     try:
+        dask = None if args.no_dask else DaskService(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
         for clip in args.videos:
             print(f"throughput: {clip}", file=sys.stderr, flush=True)
-            runs = measure_clip(clip, svc, args.repeat, model, c_fps)
+            runs = measure_clip(clip, svc, args.repeat, model, c_fps, dask)
             clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
         pool_rss = {"warm": svc.rss_warm, "end": svc.worker_rss(), "frames": svc.frames}
     finally:
         svc.close()
+        if dask is not None:
+            dask.close()
     meta: dict[str, Any] = {"pool_rss": pool_rss,
         "workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
         "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],

@@ -154,10 +154,13 @@ def test_one_real_run_fills_every_mode(dev_dir: Path, cli_env: dict[str, str], t
     assert set(runs) == set(T.MODES)
     assert runs["a"]["frames"] == runs["b"]["frames"] == 38 and runs["c"]["frames"] == 19  # stride 2 at 30 fps
     assert runs["a"]["reps"] == runs["b"]["reps"] == runs["c"]["reps"] == runs["d"]["reps"] == 1
+    assert runs["g"]["frames"] == 38 and runs["g"]["reps"] == 1 and runs["g"]["cache"] == "off"  # Dask = (b)
+    assert set(runs["g"]["rss_mb"]) == {"main", "worker1", "worker2"}
     assert runs["d"]["cache"] == "hit" and runs["b"]["cache"] == runs["c"]["cache"] == "off"
     assert 0 < runs["f"]["cold_s"] < runs["f"]["wall_s"]
     assert all(r["wall_s"] > 0 for r in runs.values())
     pool = report["meta"]["pool_rss"]
     assert set(pool["warm"]) == set(pool["end"]) == {"worker1", "worker2"}
     assert pool["frames"] == 38 + 19 + 19  # (b), (c), and the run that fills (d)'s cache
-    assert "| squat_kaiakol_1.mp4 | 38 |" in (tmp_path / "tp.md").read_text()
+    text = (tmp_path / "tp.md").read_text()
+    assert "| squat_kaiakol_1.mp4 | 38 |" in text and "(g) Dask over (b) the local pool, overall:" in text
