@@ -186,8 +186,6 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
 def _stores(settings: Settings) -> dict[str, Store]:
     """The rate limits' stores: Redis (shared by every worker process) when configured."""
     if settings.redis_url:
-        from litestar.stores.redis import RedisStore
-
-        return {name: RedisStore.with_client(url=settings.redis_url, namespace=f"formcheck:{name}")
+        return {name: limits.RedisLimitStore.with_client(url=settings.redis_url, namespace=f"formcheck:{name}")
                 for name in ("rate_limit", "rate_limit_posts", "rate_limit_recommend")}
     return {"rate_limit": MemoryStore(), "rate_limit_posts": MemoryStore(), "rate_limit_recommend": MemoryStore()}

@@ -6,6 +6,7 @@ key's hash, so it never reaches the store in clear) or, without a key, its addre
 Redis configured the stores are Redis, so every API worker process counts together.
 
 Litestar's windows are a second, minute, hour or day; ``window_s`` allows any (15 minutes).
+On Redis a request is checked and recorded in one atomic step (``RedisLimitStore.take``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
 from litestar.serialization import decode_json, encode_json
 from litestar.stores.base import Store
-from litestar.types import Receive, Scope, Send
+from litestar.stores.redis import RedisStore
+from litestar.types import Empty, EmptyType, Receive, Scope, Send
+from redis.asyncio import Redis
 
 from .settings import Limit
 
@@ -57,13 +60,19 @@ class WindowLimit(RateLimitMiddleware):
                     del locks[k]
             lock = locks.setdefault(key, anyio.Lock())
             async with lock:
-                cache_object = await self.retrieve_cached_history(key, store)
-                if len(cache_object.history) >= self.max_requests:
+                if isinstance(store, RedisLimitStore):  # shared by processes: check and record in one step
+                    allowed, cache_object = await store.take(key, int(time()), self.config.window_s,
+                                                             self.max_requests)
+                else:
+                    cache_object = await self.retrieve_cached_history(key, store)
+                    allowed = len(cache_object.history) < self.max_requests
+                if not allowed:
                     raise TooManyRequestsException(
                         headers=self.create_response_headers(cache_object=cache_object)
                         if self.config.set_rate_limit_headers else None
                     )
-                await self.set_cached_history(key=key, cache_object=cache_object, store=store)
+                if not isinstance(store, RedisLimitStore):
+                    await self.set_cached_history(key=key, cache_object=cache_object, store=store)
             if self.config.set_rate_limit_headers:
                 send = self.create_send_wrapper(send=send, cache_object=cache_object)
         await self.app(scope, receive, send)
@@ -93,6 +102,44 @@ class WindowLimit(RateLimitMiddleware):
         if used >= self.max_requests:
             headers["Retry-After"] = reset
         return headers
+
+
+# KEYS[1]: a caller's history (Litestar's CacheObject as JSON); ARGV: now, window (s), limit.
+# Returns {1 if this request is allowed (and recorded), the history after it}.
+_TAKE = b"""
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local history, reset = {}, now + window
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local kept = cjson.decode(raw)
+  if kept.reset > now then history, reset = kept.history, kept.reset end
+end
+if #history >= limit then
+  return {0, cjson.encode({history = history, reset = reset})}
+end
+table.insert(history, 1, now)
+local value = cjson.encode({history = history, reset = reset})
+redis.call('SET', KEYS[1], value, 'EX', math.max(1, reset - now))
+return {1, value}
+"""
+
+
+class RedisLimitStore(RedisStore):
+    """Litestar's Redis store plus one atomic step for the limits: read a caller's history, check
+    it and record the request in one Lua script. Read, then written back (Litestar's way), two API
+    processes both let the last allowed request through and overwrite each other's history: 15-70
+    requests passed a limit of 10-40 under a concurrent burst."""
+
+    __slots__ = ("_take",)
+
+    def __init__(self, redis: Redis, namespace: str | None | EmptyType = Empty,
+                 handle_client_shutdown: bool = False) -> None:
+        super().__init__(redis, namespace, handle_client_shutdown)
+        self._take = self._redis.register_script(_TAKE)
+
+    async def take(self, key: str, now: int, window_s: int, limit: int) -> tuple[bool, CacheObject]:
+        allowed, raw = await self._take(keys=[self._make_key(key)], args=[now, window_s, limit])
+        return bool(allowed), CacheObject(**decode_json(value=raw))
 
 
 class PostLimit(WindowLimit):
