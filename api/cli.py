@@ -69,6 +69,9 @@ def _parser(cfg: settings.Settings) -> argparse.ArgumentParser:
                     help="API worker processes (default 1); FORMCHECK_WORKERS inference processes are split "
                     "between them")
     sv.add_argument("--open", action="store_true", help="no API keys (development only)")
+    sv.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                    help="run inference on this Dask scheduler's workers (default: FORMCHECK_SCHEDULER, "
+                    "else local processes)")
     sv.add_argument("--data-dir", type=Path, default=None,
                     help=f"jobs database, uploads and artifacts (default {cfg.server.data_dir})")
     k = sub.add_parser("keys", help="manage API keys")
@@ -228,6 +231,8 @@ def _server_command(args: argparse.Namespace) -> int:
 
     if args.data_dir is not None:
         settings.export(FORMCHECK_DATA_DIR=str(args.data_dir))  # read back by settings in every process
+    if getattr(args, "scheduler", None):
+        settings.export(FORMCHECK_SCHEDULER=args.scheduler)
     try:
         settings.load()  # a bad setting fails here, before any process starts
         if args.command == "keys":
@@ -236,6 +241,9 @@ def _server_command(args: argparse.Namespace) -> int:
     except settings.SettingsError as exc:
         print(f"formcheck: error: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return 5
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

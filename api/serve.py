@@ -36,6 +36,10 @@ def serve(host: str, port: int, api_workers: int, open_mode: bool) -> int:
     import uvicorn
 
     cfg = S.load()
+    if cfg.scheduler:  # an unreachable cluster fails here, in one line, before any process starts
+        from pipeline import cluster
+
+        cluster.connect(cfg.scheduler).close()
     per_process = max(1, cfg.workers // api_workers)
     S.export(FORMCHECK_WORKERS=str(per_process))
     if open_mode:

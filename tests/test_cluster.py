@@ -176,6 +176,9 @@ def test_cli_names_an_unreachable_or_malformed_scheduler(run_cli: Any, dev_dir: 
     assert res.code == 5 and "could not reach the Dask scheduler at tcp://127.0.0.1:9" in res.stderr, res.stderr
     res = run_cli("analyze", clip, "--no-cache", "--scheduler", "127.0.0.1:8786")
     assert res.code == 5 and "expected a Dask scheduler address like tcp://HOST:8786" in res.stderr, res.stderr
+    res = run_cli("serve", "--port", "8997", "--scheduler", "tcp://127.0.0.1:9")  # before any process starts
+    assert res.code == 5 and "could not reach the Dask scheduler at tcp://127.0.0.1:9" in res.stderr, res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("formcheck: error")]) == 1
 
 
 def test_scheduler_setting_is_checked() -> None:
