@@ -162,6 +162,7 @@ class ModelPlugin(WorkerPlugin):
         here = materialize(self.bundle, f"model-{digest}", os.path.basename(self.options.model_path))
         _MODELS[self.options.model_path] = str(here)
         warm(dataclasses.replace(self.options, model_path=str(here)))
+        from . import analyze  # noqa: F401 - the features stage (numba, from its disk cache) for whole files
 
     def teardown(self, worker: Any = None) -> None:
         _MODELS.pop(self.options.model_path, None)
