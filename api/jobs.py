@@ -5,9 +5,13 @@ Nothing here runs CPU work on the event loop: an analysis runs in a thread (the 
 the loop only claims, renews leases and records results.
 
 A job is claimed with a lease this runner renews while it works; if the process dies, the
-lease runs out and any runner (this one after a restart included) claims the job again. A
-pool worker that dies mid-job breaks the pool: the pool is replaced and the job goes back
-to the queue until it has had ``attempts`` tries, then it fails with the reason.
+lease runs out and any runner (this one after a restart included) claims the job again.
+A runner's name says where it runs (``<pid>-<token>@<host>#<node>``, node: this boot and PID
+namespace): a runner on the same node sees that a holder's process is gone (killed, crashed)
+and ends its lease at once (at start, then every ``sweep_s``), so a restart after a SIGKILL
+resumes the job without waiting the lease out. A pool worker that dies mid-job breaks the
+pool: the pool is replaced and the job goes back to the queue until it has had ``attempts``
+tries, then it fails with the reason.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import secrets
 import shutil
 import threading
 import time
@@ -31,6 +33,7 @@ from pipeline.errors import FormcheckError, WorkerError
 
 from .pools import PoolHolder
 from .store import Job, Store
+from .store.leases import holder_gone, runner_name
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ class Runner:
     lease_s: float = 30.0
     poll_s: float = 0.5
     render_video: bool = True
-    name: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
+    sweep_s: float = 10.0  # how often leases held by gone runners on this node are looked for
+    name: str = field(default_factory=runner_name)
     live: dict[str, Live] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
@@ -83,7 +87,11 @@ class Runner:
         return len(self._tasks)
 
     async def _claim_loop(self) -> None:
+        next_sweep = 0.0
         while not self._stopping:
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.sweep_s
+                await self._end_gone_leases()
             job = None
             if len(self._tasks) < self.concurrency:
                 try:
@@ -98,6 +106,17 @@ class Runner:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _end_gone_leases(self) -> None:
+        """Jobs held by a runner of this node whose process is gone become claimable now."""
+        try:
+            for job_id, runner in await self.store.holders():
+                if runner != self.name and holder_gone(runner) and await self.store.expire(job_id, runner,
+                                                                                           time.time()):
+                    log.warning("the runner holding a job is gone: the job is claimable now",
+                                extra={"job": job_id, "runner": runner})
+        except Exception:  # a database hiccup: the leases still run out on their own
+            log.exception("looking for jobs held by gone runners failed")
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

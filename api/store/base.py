@@ -6,7 +6,8 @@ loop never blocks on the database. Timestamps are seconds since the epoch (float
 A job moves queued -> running -> done | failed. A runner *claims* a job (atomically: two
 runners never get the same one) and holds it by a lease it renews; a job whose lease has
 run out (its runner crashed, was killed, or the server restarted) is claimable again, so a
-job accepted with 202 is never lost.
+job accepted with 202 is never lost. A runner that knows the holder's process is gone (same
+host, see ``api.jobs``) ends its lease at once (``expire``) rather than wait it out.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class Store(Protocol):
     async def release(self, job_id: str, runner: str, now: float, count_attempt: bool) -> bool:
         """running -> queued (shutdown, or a retry after a worker died); ``count_attempt=False``
         gives the attempt back (a clean shutdown is not the job's fault)."""
+
+    async def holders(self) -> list[tuple[str, str]]:
+        """(job id, runner) of every running job."""
+
+    async def expire(self, job_id: str, runner: str, now: float) -> bool:
+        """End ``runner``'s lease on a running job now (its process is known to be gone): the job
+        is claimable at once, not when the lease would have run out; False if ``runner`` no
+        longer holds it. The next claim counts an attempt, as after a lease that ran out."""
 
     async def counts(self) -> dict[str, int]:
         """Jobs by status (every status present, 0 if none)."""

@@ -203,6 +203,13 @@ class PostgresStore:
             " lease_until = NULL, attempts = GREATEST(attempts - $3, 0), updated_at = $4" + _HELD,
             job_id, runner, 0 if count_attempt else 1, now)
 
+    async def holders(self) -> list[tuple[str, str]]:
+        rows = await self._p().fetch("SELECT id, runner FROM jobs WHERE status = 'running'")
+        return [(r["id"], r["runner"]) for r in rows]
+
+    async def expire(self, job_id: str, runner: str, now: float) -> bool:
+        return await self._held("UPDATE jobs SET lease_until = 0, updated_at = $3" + _HELD, job_id, runner, now)
+
     async def _held(self, sql: str, *args: object) -> bool:
         return await self._p().fetchval(sql, *args) is not None
 

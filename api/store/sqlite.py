@@ -241,6 +241,15 @@ class SqliteStore:
             " lease_until = NULL, attempts = MAX(attempts - ?, 0), updated_at = ? " + _HELD,
             (0 if count_attempt else 1, now, job_id, runner))
 
+    async def holders(self) -> list[tuple[str, str]]:
+        async with self._read() as db:
+            async with db.execute("SELECT id, runner FROM jobs WHERE status = 'running'") as cur:
+                rows = await cur.fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    async def expire(self, job_id: str, runner: str, now: float) -> bool:
+        return await self._held("UPDATE jobs SET lease_until = 0, updated_at = ? " + _HELD, (now, job_id, runner))
+
     async def _held(self, sql: str, args: tuple[object, ...]) -> bool:
         async with self._write() as db:
             cur = await db.execute(sql, args)
