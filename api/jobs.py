@@ -11,7 +11,8 @@ namespace): a runner on the same node sees that a holder's process is gone (kill
 and ends its lease at once (at start, then every ``sweep_s``), so a restart after a SIGKILL
 resumes the job without waiting the lease out. A pool worker that dies mid-job breaks the
 pool: the pool is replaced and the job goes back to the queue until it has had ``attempts``
-tries, then it fails with the reason.
+tries, then it fails with the reason. The write that ends a job is retried through a
+database blip (a restart, a failover) for as long as the lease would hold the job anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,23 @@ class Runner:
         except Exception:  # a database hiccup: the leases still run out on their own
             log.exception("looking for jobs held by gone runners failed")
 
+    async def _record(self, what: str, job_id: str, write: Callable[[], Awaitable[bool]]) -> bool:
+        """A store write that ends a job, retried through a database blip for as long as the lease
+        would hold the job anyway (after that another runner may have claimed it)."""
+        deadline = time.monotonic() + self.lease_s
+        delay = 0.25
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    log.exception("recording a job %s failed; its lease will run out", what, extra={"job": job_id})
+                    return False
+                log.warning("recording a job %s failed (%s: %s); retrying in %.2f s", what, type(exc).__name__,
+                            exc, delay, extra={"job": job_id})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
@@ -140,18 +158,20 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except _Shutdown:
-            await self.store.release(job.id, self.name, time.time(), count_attempt=False)
+            await self._record("release", job.id, lambda: self.store.release(job.id, self.name, time.time(),
+                                                                             count_attempt=False))
             log.info("job re-queued at shutdown", extra={"job": job.id})
         except WorkerError as exc:
             await self._worker_failed(job, exc)
         except (FormcheckError, OSError) as exc:
-            await self.store.fail(job.id, self.name, str(exc), time.time())
+            await self._fail(job, str(exc))
             log.info("job failed", extra={"job": job.id, "error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - a job must end in a state, whatever went wrong
             log.exception("job crashed", extra={"job": job.id})
-            await self.store.fail(job.id, self.name, f"unexpected error ({type(exc).__name__}): {exc}", time.time())
+            await self._fail(job, f"unexpected error ({type(exc).__name__}): {exc}")
         else:
-            ok = await self.store.finish(job.id, self.name, json.dumps(summary, allow_nan=False), time.time())
+            text = json.dumps(summary, allow_nan=False)
+            ok = await self._record("result", job.id, lambda: self.store.finish(job.id, self.name, text, time.time()))
             log.info("job done" if ok else "job done but lost its lease", extra={"job": job.id})
         finally:
             beat.cancel()
@@ -163,12 +183,16 @@ class Runner:
     async def _worker_failed(self, job: Job, exc: WorkerError) -> None:
         self.pools.replace_if_broken()
         if job.attempts < self.attempts:
-            await self.store.release(job.id, self.name, time.time(), count_attempt=True)
+            await self._record("release", job.id, lambda: self.store.release(job.id, self.name, time.time(),
+                                                                             count_attempt=True))
             log.warning("job re-queued after a worker failure", extra={"job": job.id, "error": str(exc)})
         else:
             reason = f"gave up after {job.attempts} attempts: {exc}"
-            await self.store.fail(job.id, self.name, reason, time.time())
+            await self._fail(job, reason)
             log.warning("job failed", extra={"job": job.id, "error": reason})
+
+    async def _fail(self, job: Job, reason: str) -> bool:
+        return await self._record("failure", job.id, lambda: self.store.fail(job.id, self.name, reason, time.time()))
 
     async def _renew(self, job: Job, live: Live) -> None:
         while True:
