@@ -13,14 +13,17 @@ resumes the job without waiting the lease out. A pool worker that dies mid-job b
 pool: the pool is replaced and the job goes back to the queue until it has had ``attempts``
 tries, then it fails with the reason. The write that ends a job is retried through a
 database blip (a restart, a failover) for as long as the lease would hold the job anyway.
+An artifacts folder that cannot be written (disk full, read-only) fails the job, saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -39,6 +42,10 @@ from .store.leases import holder_gone, runner_name
 log = logging.getLogger(__name__)
 
 ARTIFACTS = ("analysis.json", "angles.csv", "reps.png", "annotated.mp4")
+
+
+class ArtifactsError(FormcheckError):
+    """The artifacts folder cannot take a job's files (disk full, read-only, not a folder)."""
 
 
 @dataclass
@@ -228,8 +235,6 @@ class Runner:
         if cancel.is_set():
             raise _Shutdown()
         out = artifact_dir(self.artifacts, job)
-        tmp = out.with_name(out.name + f".tmp-{self.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
         if not (out / ARTIFACTS[-1 if self.render_video else -2]).exists():
             report(0.9, "rendering")
             video_total = max(len(result.pose), 1)
@@ -239,10 +244,27 @@ class Runner:
                     raise _Shutdown()
                 report(0.9 + 0.1 * done / max(total, video_total), "rendering")
 
-            outputs.write_all(result, tmp, video_progress, video=self.render_video)
+            self._write_files(out, lambda tmp: outputs.write_all(result, tmp, video_progress,
+                                                                 video=self.render_video))
+        return result.summary
+
+    def _write_files(self, out: Path, write: Callable[[Path], object]) -> None:
+        """``write`` into a temporary folder beside ``out``, then renamed into place; on any failure
+        the temporary folder is removed (a full disk is not filled further by a half-written job)."""
+        tmp = out.with_name(out.name + f".tmp-{self.name}")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            write(tmp)
+            _room_left(tmp)
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)
-        return result.summary
+        except _Shutdown:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArtifactsError(f"could not write the artifacts under {self.artifacts}: {_why(exc, self.artifacts)}"
+                                 " (expected a writable folder with free space)") from exc
 
     def cancel(self, job_id: str) -> None:
         """Stop working on a job (it was deleted)."""
@@ -268,6 +290,29 @@ class Runner:
             log.info("job re-queued at shutdown", extra={"job": job_id})
         self.pools.close(kill=True)  # the analysis threads wake with a broken pool and end
         await asyncio.wait(pending, timeout=10.0)
+
+
+def _room_left(folder: Path) -> None:
+    """Raise ENOSPC when the file system is full after writing: the video encoder (ffmpeg through a
+    pipe) does not report a failed write, it leaves a truncated MP4 (no ``moov`` box) behind."""
+    fs = os.statvfs(folder)
+    if fs.f_bfree == 0:  # not even the blocks reserved for root: some write came short
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+
+
+def _why(exc: Exception, folder: Path) -> str:
+    """The reason a write failed, plainly: the OS error's own words, else (an encoder that reports
+    only a broken pipe) what the folder's file system says, else the exception's first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    with contextlib.suppress(OSError):
+        fs = os.statvfs(folder)
+        if fs.f_flag & os.ST_RDONLY:
+            return "Read-only file system"
+        if fs.f_bavail * fs.f_frsize < 1 << 20:
+            return f"No space left on device ({fs.f_bavail * fs.f_frsize} bytes free)"
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}"
 
 
 class _Shutdown(Exception):
