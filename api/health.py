@@ -1,4 +1,10 @@
-"""``/health`` (liveness), ``/health/ready`` (can it serve?) and ``/metrics`` (Prometheus)."""
+"""``/health`` (liveness), ``/health/ready`` (can it serve?) and ``/metrics`` (Prometheus).
+
+``/health/ready`` is 503 ``not ready`` when a job could not be served: the database does not
+answer, or inference workers are missing. Redis is a cache tier: without it analyses run and
+finish (only the shared cache is missed), so Redis down is 200 ``degraded``, named in
+``degraded``, with the error under ``checks.redis``; a load balancer keeps sending traffic.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +42,11 @@ class Health(Controller):
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             ok = False
             checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        degraded: list[str] = []
         if service.settings.redis_url:
             checks["redis"] = await asyncio.to_thread(_redis, service.settings.redis_url)
-            ok = ok and checks["redis"]["ok"]
+            if not checks["redis"]["ok"]:
+                degraded.append("redis")
         alive = service.pools.alive() if hasattr(service, "pools") else 0
         checks["workers"] = {"ok": alive == service.workers or not service.warm, "alive": alive,
                              "configured": service.workers, "replaced": service.pools.replaced
@@ -48,7 +56,8 @@ class Health(Controller):
         checks["queue"] = {"depth": counts.get("queued"), "running": counts.get("running"),
                            "limit": service.settings.server.queue_max}
         checks["cache"] = _hit_rates(service.cache.stats() if service.cache is not None else {})
-        body = {"status": "ready" if ok else "not ready", "uptime_s": round(time.time() - service.started, 1),
+        status = "not ready" if not ok else "degraded" if degraded else "ready"
+        body = {"status": status, "degraded": degraded, "uptime_s": round(time.time() - service.started, 1),
                 "checks": checks}
         return Response(body, status_code=200 if ok else 503)
 
@@ -71,7 +80,7 @@ def _hit_rates(stats: dict[str, dict[str, int]]) -> dict[str, Any]:
         total = st.get("hits", 0) + st.get("misses", 0)
         out[tier] = {"hits": st.get("hits", 0), "misses": st.get("misses", 0),
                      "hit_rate": round(st.get("hits", 0) / total, 3) if total else None,
-                     "errors": st.get("errors", 0)}
+                     "puts": st.get("puts", 0), "errors": st.get("errors", 0)}
     return out
 
 
