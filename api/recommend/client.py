@@ -6,6 +6,8 @@ is validated (``schema.check_answer``) before anyone sees it. The client's own r
 backoff and jitter, honouring ``Retry-After`` when the wait fits in one call's timeout; so every
 attempt is counted by outcome and timed. Only 429, 5xx, timeouts and connection failures are
 retried; a 4xx, malformed JSON or an answer that fails validation ends the call at once.
+FORMCHECK_OPENAI_TIMEOUT_S bounds each attempt as a whole: httpx's own timeout is per socket
+operation, so a server that trickles its answer a byte at a time would never reach it.
 
 Logs name the outcome, HTTP status, attempt and model, never the key, the prompt or the answer.
 """
@@ -114,11 +116,12 @@ class Upstream:
         client = self._get()
         t0 = time.perf_counter()
         try:
-            resp = await client.chat.completions.create(
-                model=self.cfg.model, messages=messages(inputs, goal, level, notes),  # type: ignore[arg-type]
-                response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
-                max_completion_tokens=MAX_COMPLETION_TOKENS, timeout=self.cfg.timeout_s)
-        except openai.APITimeoutError:
+            async with asyncio.timeout(self.cfg.timeout_s):  # the whole call: httpx's timeout is per read
+                resp = await client.chat.completions.create(
+                    model=self.cfg.model, messages=messages(inputs, goal, level, notes),  # type: ignore[arg-type]
+                    response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+                    max_completion_tokens=MAX_COMPLETION_TOKENS, timeout=self.cfg.timeout_s)
+        except (openai.APITimeoutError, TimeoutError):
             raise _Attempt("timeout") from None
         except openai.APIConnectionError as exc:
             raise _Attempt("connection", detail=type(exc.__cause__ or exc).__name__) from None
