@@ -9,13 +9,16 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, NotFoundException, ServiceUnavailableException
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import File, ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
@@ -40,6 +43,7 @@ FILES = {"annotated.mp4": "video/mp4", "reps.png": "image/png", "angles.csv": "t
 
 _ended: dict[str, tuple[float, Job]] = {}
 SMALL_FILE = 2 << 20  # artifacts up to this size are served from memory once read
+MAX_OFFSET = 1_000_000_000  # a larger one overflowed SQLite's integers (a 500)
 
 
 class _SmallFiles:
@@ -80,6 +84,49 @@ _small_files = _SmallFiles(64 << 20)
 
 class Unprocessable(ClientException):
     status_code = 422
+
+
+class Conflict(ClientException):
+    status_code = 409
+
+
+class TooLarge(ClientException):
+    status_code = 413
+
+
+@dataclass
+class Event:
+    """One Server-Sent Event (the OpenAPI schema of each): ``data`` is a JSON object, the progress
+    or the analysis as ``GET /v1/analyses/{id}`` shows it; ``error`` when it was deleted meanwhile."""
+
+    event: Literal["progress", "done", "failed", "error"]
+    data: str
+    id: str | None = None
+
+
+@dataclass
+class FileOperation(Operation):
+    """The files route's OpenAPI operation: its 200 is one of the files' media types."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {media: OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT) if media == "application/json"
+                                                  else Schema(type=OpenAPIType.STRING, format="binary"))
+                          for media in dict.fromkeys(FILES.values())}
+            ok.headers = None
+
+
+# The upload form as OpenAPI shows it (the handler reads a plain dict, to say itself what is missing)
+UPLOAD_FORM: dict[str, Any] = {
+    "properties": {
+        "file": Schema(type=OpenAPIType.STRING, format="binary", description="the video (mp4, mov, avi, mkv, webm)"),
+        "exercise": Schema(type=OpenAPIType.STRING, enum=list(EXERCISES), default=AUTO),
+        "fps": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=240, default=DEFAULT_FPS,
+                      description="frames analyzed per second (0: every frame)"),
+    },
+    "required": ["file"],
+}
 
 
 def view(job: Job, live: Live | None = None) -> dict[str, Any]:
@@ -151,11 +198,14 @@ class Analyses(Controller):
     tags = ["analyses"]
 
     @post("/", status_code=HTTP_202_ACCEPTED, summary="Upload a video for analysis",
-          responses=None)
+          raises=[ClientException, TooLarge, Unprocessable, ServiceUnavailableException],
+          responses={HTTP_200_OK: ResponseSpec(dict[str, Any], generate_examples=False, description=(
+              "the same bytes and parameters were analyzed before: the finished analysis (X-Cache: HIT)"))})
     async def create(
         self, request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART,
-                                             description="multipart: file (video), exercise, fps")],
+                                             description="multipart: file (video), exercise, fps",
+                                             schema_extra=UPLOAD_FORM)],
     ) -> Response[dict[str, Any]]:
         service: Service = request.app.state.service
         srv = service.settings.server
@@ -178,8 +228,8 @@ class Analyses(Controller):
         try:
             size = await asyncio.to_thread(_save, upload, dest, limit)
         except _TooLarge:
-            raise ClientException(status_code=413, detail=f"the upload exceeds {srv.max_upload_mb} MB, the limit "
-                                                          "(FORMCHECK_MAX_UPLOAD_MB)") from None
+            raise TooLarge(detail=f"the upload exceeds {srv.max_upload_mb} MB, the limit "
+                                  "(FORMCHECK_MAX_UPLOAD_MB)") from None
         finally:
             await upload.close()
         if size == 0:
@@ -211,7 +261,7 @@ class Analyses(Controller):
     async def list_own(
         self, request: Request[Any, Any, Any],
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         service: Service = request.app.state.service
         jobs, total = await service.store.list_jobs(request.user.id, limit, offset)
@@ -220,13 +270,14 @@ class Analyses(Controller):
         return {"items": items, "total": total, "limit": limit, "offset": offset,
                 "next": None if nxt is None else f"/v1/analyses?limit={limit}&offset={nxt}"}
 
-    @get("/{job_id:str}", summary="An analysis: status, progress, error, result")
+    @get("/{job_id:str}", summary="An analysis: status, progress, error, result", raises=[NotFoundException])
     async def read(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
         service: Service = request.app.state.service
         job = await _own(service, request, job_id)
         return view(job, service.runner.live.get(job.id) if job.status not in TERMINAL else None)
 
-    @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files")
+    @delete("/{job_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Delete an analysis and its files",
+            raises=[NotFoundException])
     async def remove(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> None:
         service: Service = request.app.state.service
         _ended.pop(job_id, None)
@@ -241,22 +292,26 @@ class Analyses(Controller):
             _small_files.drop_under(str(out) + "/")
             await asyncio.to_thread(shutil.rmtree, out, True)
 
-    @get("/{job_id:str}/events", summary="Server-Sent Events: progress, then the final state")
+    @get("/{job_id:str}/events", summary="Server-Sent Events: progress, then the final state",
+         raises=[NotFoundException], responses={HTTP_200_OK: ResponseSpec(
+             Event, media_type="text/event-stream", generate_examples=False,
+             description="progress events, then done or failed with the analysis")})
     async def events(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> ServerSentEvent:
         service: Service = request.app.state.service
         await _own(service, request, job_id)
         return ServerSentEvent(_follow(service, request.user.id, job_id), headers={"Cache-Control": "no-cache"})
 
     @get("/{job_id:str}/{name:str}", summary="A file of a finished analysis: annotated.mp4, reps.png, "
-                                              "angles.csv or analysis.json")
+                                              "angles.csv or analysis.json",
+         raises=[NotFoundException, Conflict], operation_class=FileOperation)
     async def artifact(self, request: Request[Any, Any, Any], job_id: FromPath[str], name: FromPath[str]) -> File:
         service: Service = request.app.state.service
         if name not in FILES:
             raise NotFoundException(detail=f"no file {name!r}: expected one of {', '.join(FILES)}")
         job = await _own(service, request, job_id)
         if job.status != "done":
-            raise ClientException(status_code=409, detail=f"analysis {job_id} is {job.status}: its files exist "
-                                                          "once it is done")
+            raise Conflict(detail=f"analysis {job_id} is {job.status}: its files exist once it is done "
+                                  "(expected status done)")
         path = artifact_dir(service.settings.server.artifacts, job) / name
         small = _small_files.get(str(path))
         if small is not None:

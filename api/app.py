@@ -8,9 +8,11 @@ compression (gzip, brotli), CORS, Prometheus, problem details (RFC 9457), OpenAP
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -19,8 +21,10 @@ from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.stores.base import Store
@@ -54,6 +58,7 @@ HTML_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.j
             "img-src 'self' data: https://cdn.jsdelivr.net; font-src https://fonts.gstatic.com; connect-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+PROBLEM = "application/problem+json"
 
 
 def response_clock(app: ASGIApp) -> ASGIApp:
@@ -128,11 +133,18 @@ def _problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[di
                                    headers=headers, extra=extra).to_response(request)
 
 
+def _not_text(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    """Litestar decodes a multipart part without a filename as UTF-8 text, and lets this through."""
+    return _problem(request, HTTPException(status_code=400, detail=(
+        f"a multipart field is not UTF-8 text ({exc.reason} at byte {exc.start}): expected text fields, "
+        "and files as parts with a filename")))
+
+
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {"status": 500, "title": "Internal Server Error",
             "detail": f"the server failed on this request ({type(exc).__name__}); it was logged"}
-    return Response(body, status_code=500, media_type="application/problem+json")
+    return Response(body, status_code=500, media_type=PROBLEM)
 
 
 def create_app(settings: Settings, workers: int | None = None, warm: bool = True, render_video: bool = True,
@@ -161,26 +173,72 @@ def create_app(settings: Settings, workers: int | None = None, warm: bool = True
     prometheus = PrometheusConfig(app_name="formcheck", prefix="formcheck", group_path=True,
                                   exclude=["^/metrics"])
     middleware.insert(1, prometheus.middleware)
-    return Litestar(
+    app = Litestar(
         route_handlers=[Analyses, Frames, Health, Metrics, Recommendations],
         lifespan=[lifespan],
         middleware=middleware,
         stores=stores,
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig())],
-        exception_handlers={HTTPException: _problem, Exception: _crash},
+        exception_handlers={HTTPException: _problem, UnicodeDecodeError: _not_text, Exception: _crash},
         compression_config=CompressionConfig(backend="brotli", brotli_gzip_fallback=True, minimum_size=500,
                                              exclude=["^/v1/analyses/[^/]+/events$", r"\.mp4$", r"\.png$"]),
         cors_config=CORSConfig(allow_origins=list(srv.cors_origins), allow_headers=["Authorization", "Content-Type"],
                                expose_headers=["Location", "X-Cache", "X-Response-Time", "Retry-After",
                                                "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"])
         if srv.cors_origins else None,
-        openapi_config=OpenAPIConfig(title="formcheck", version="1", path="/schema",
-                                     description="Pose analysis of workout videos: reps, range of motion, tempo."),
+        openapi_config=OpenAPIConfig(
+            title="formcheck", version="1", path="/schema", security=[{"ApiKey": []}],
+            components=Components(security_schemes={"ApiKey": SecurityScheme(
+                type="http", scheme="bearer", bearer_format="fc_<id>_<secret>",
+                description="a key from 'formcheck keys create'")}),
+            description="Pose analysis of workout videos: reps, range of motion, tempo."),
         request_max_body_size=(srv.max_upload_mb << 20) + (1 << 20),
         multipart_form_part_limit=PART_LIMIT,
         before_send=[stamp],
         logging_config=None,  # logs.configure sets up logging once per process
     )
+    _document_errors(app)
+    return app
+
+
+@dataclass
+class Problem:
+    """RFC 9457 problem details: every error is answered so (``application/problem+json``)."""
+
+    status: int
+    title: str
+    detail: str
+
+
+# Answers a route gives without raising (so its ``raises`` cannot say): health.py's readiness
+# is 503 with the same checks when something is not ready.
+NOT_RAISED = {"/health/ready": {503: ResponseSpec(dict[str, Any], generate_examples=False,
+                                                  description="not ready: the same checks, at least one failing")}}
+
+
+def _document_errors(app: Litestar) -> None:
+    """Every error a route can answer in its OpenAPI responses, as problem details: what it
+    declares in ``raises``, 400 where it reads parameters or a body (and 413 for a body), and,
+    behind the key check and the rate limits (every route but the public ones), 401 and 429.
+    Runs before the document is first built (Litestar builds it on first use)."""
+    public = re.compile("|".join(PUBLIC))
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or not handler.include_in_schema:
+                continue
+            codes = {exc.status_code for exc in handler.raises or ()}
+            params = set(handler.parsed_fn_signature.parameters) - {"request", "self"}
+            if params or "{" in route.path:
+                codes.add(400)
+            if "data" in params:
+                codes.add(413)
+            if public.match(route.path):
+                handler.security = [{}]  # no key needed
+            else:
+                codes |= {401, 429}
+            problems = {code: ResponseSpec(Problem, media_type=PROBLEM, generate_examples=False,
+                                           description=HTTPStatus(code).description) for code in sorted(codes)}
+            handler.responses = {**problems, **(handler.responses or {}), **NOT_RAISED.get(route.path, {})}
 
 
 def _stores(settings: Settings) -> dict[str, Store]:

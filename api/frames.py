@@ -19,16 +19,22 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, ServiceUnavailableException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
 
 from pipeline.errors import FormcheckError
 from pipeline.still import NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
 
 from . import metrics
+from .analyses import TooLarge, Unprocessable
 from .service import Service
 
 FRAME_SCHEMA = "frames-v1"
 MAX_IMAGE_MB = 20
+
+
+class UnsupportedMedia(ClientException):
+    status_code = 415
 
 
 def _key(data: bytes, service: Service) -> str:
@@ -66,12 +72,12 @@ def describe(name: str, res: StillResult) -> dict[str, Any]:
 
 async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any], bool]:
     if image_kind(data) is None:
-        raise ClientException(status_code=415, detail=f"{name!r} is not a JPEG or PNG image (first bytes "
-                                                      f"{data[:8]!r}): expected image/jpeg or image/png")
+        raise UnsupportedMedia(detail=f"{name!r} is not a JPEG or PNG image (first bytes {data[:8]!r}): "
+                                      "expected image/jpeg or image/png")
     try:
         check_image(data, name)  # a decompression bomb is refused here, before a worker decodes it
     except NotAnImage as exc:
-        raise ClientException(status_code=422, detail=str(exc)) from None
+        raise Unprocessable(detail=str(exc)) from None
     key = _key(data, service)
     cache = service.cache
     if cache is not None:
@@ -82,7 +88,7 @@ async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any]
     try:
         res = await asyncio.wrap_future(service.pools.executor().submit(run_still, job))
     except FormcheckError as exc:
-        raise ClientException(status_code=422, detail=str(exc)) from None
+        raise Unprocessable(detail=str(exc)) from None
     except Exception as exc:  # a worker died or the pool broke: replaced, the caller retries
         service.pools.replace_if_broken()
         raise ServiceUnavailableException(detail=f"the inference worker failed ({type(exc).__name__}); retry",
@@ -99,11 +105,16 @@ class Frames(Controller):
     path = "/v1/frames"
     tags = ["frames"]
 
-    @post("/", status_code=200, summary="Landmarks and joint angles of one or a few images")
+    @post("/", status_code=200, summary="Landmarks and joint angles of one or a few images",
+          raises=[ClientException, TooLarge, UnsupportedMedia, Unprocessable, ServiceUnavailableException])
     async def analyze_frames(
         self, request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART,
-                                             description="multipart: one or more JPEG/PNG files")],
+                                             description="multipart: one or more JPEG/PNG files",
+                                             schema_extra={"properties": {"file": Schema(
+                                                 type=OpenAPIType.STRING, format="binary",
+                                                 description="a JPEG or PNG (repeat the field for more)")},
+                                                 "required": ["file"]})],
     ) -> Response[dict[str, Any]]:
         service: Service = request.app.state.service
         files: list[UploadFile] = []
@@ -113,15 +124,14 @@ class Frames(Controller):
         if not files:
             raise ClientException(detail=f"expected one or more images as multipart files; got fields {sorted(data)}")
         if len(files) > limit:
-            raise ClientException(status_code=413, detail=f"{len(files)} images in one request: the limit is {limit} "
-                                                          "(FORMCHECK_MAX_FRAMES); post a video instead")
+            raise TooLarge(detail=f"{len(files)} images in one request: the limit is {limit} "
+                                  "(FORMCHECK_MAX_FRAMES); post a video instead")
         blobs = []
         for i, f in enumerate(files):
             blob = await f.read()
             await f.close()
             if len(blob) > MAX_IMAGE_MB << 20:
-                raise ClientException(status_code=413, detail=f"image {i} is {len(blob) >> 20} MB: the limit is "
-                                                              f"{MAX_IMAGE_MB} MB per image")
+                raise TooLarge(detail=f"image {i} is {len(blob) >> 20} MB: the limit is {MAX_IMAGE_MB} MB per image")
             blobs.append((f.filename or f"image{i}", blob))
         results = await asyncio.gather(*(_one(service, name, blob) for name, blob in blobs))
         hit = all(cached for _, cached in results)

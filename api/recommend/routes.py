@@ -35,6 +35,10 @@ class Unprocessable(ClientException):
     status_code = 422
 
 
+class Conflict(ClientException):
+    status_code = 409
+
+
 class RecommendLimit(WindowLimit):
     """The recommendation posts' own limit (its own history key and store)."""
 
@@ -63,8 +67,8 @@ async def _analysis(request: Request[Any, Any, Any], body: dict[str, Any]) -> An
     if job is None:
         raise NotFoundException(detail=f"no analysis {job_id!r} for this API key")
     if job.status != "done" or not job.result:
-        raise ClientException(status_code=409, detail=f"analysis {job_id} is {job.status}: a recommendation needs a "
-                                                      "finished analysis (status done)")
+        raise Conflict(detail=f"analysis {job_id} is {job.status}: a recommendation needs a "
+                              "finished analysis (status done)")
     return json.loads(job.result)
 
 
@@ -72,7 +76,8 @@ class Recommendations(Controller):
     path = PATH
     tags = ["recommendations"]
 
-    @post("/", status_code=HTTP_200_OK, summary="Recommendations for the next session, from a measured set")
+    @post("/", status_code=HTTP_200_OK, summary="Recommendations for the next session, from a measured set",
+          raises=[NotFoundException, Conflict, Unprocessable])
     async def create(
         self, request: Request[Any, Any, Any],
         data: Annotated[dict[str, Any], Body(
