@@ -322,9 +322,9 @@ class TinyDisk:
     """A small tmpfs over ``folder``, seen by the server alone: the server runs in a mount namespace
     of its own (``prefix`` for ``Served``; ``unshare``, as root, else with a user namespace), so
     nothing is mounted on the machine and nothing outlives the server. ``sh`` runs a command in
-    that namespace (``nsenter``): fill the disk, free it, remount it read-only... ``$DISK`` names
-    the folder. Root ignores permissions (``chmod`` would prove nothing); a full or read-only
-    file system stops root too."""
+    that namespace (``nsenter``): fill the disk, free it, make the mount read-only (``remount,bind,ro``:
+    allowed in a user namespace too)... ``$DISK`` names the folder. Root ignores permissions
+    (``chmod`` would prove nothing); a full or read-only file system stops root too."""
 
     def __init__(self, folder: Path, size: str = "16m") -> None:
         self.folder, self.size = folder, size

@@ -213,12 +213,12 @@ def test_artifacts_disk_full_then_read_only_fails_jobs_clearly_and_serves_on(
             f"could not write the artifacts under {art}: No space left on device"), short["error"]
         assert disk.sh('ls -A "$DISK"').split() == [".filler"]
 
-        disk.sh('rm "$DISK/.filler" && mount -o remount,ro "$DISK"')  # room, but read-only
+        disk.sh('rm "$DISK/.filler" && mount -o remount,bind,ro "$DISK"')  # room, but read-only
         read_only = api.wait(api.submit(dev_dir / SQUAT_CLIP), TERMINAL)
         assert read_only["status"] == "failed" and read_only["error"].startswith(
             f"could not write the artifacts under {art}: Read-only file system"), read_only["error"]
 
-        disk.sh('mount -o remount,rw "$DISK"')  # fixed: the next job works, on the same process
+        disk.sh('mount -o remount,bind,rw "$DISK"')  # fixed: the next job works, on the same process
         good = api.wait(api.submit(dev_dir / SQUAT_CLIP), TERMINAL)
         assert good["status"] == "done", good["error"]
         png = api.get(f"/v1/analyses/{good['id']}/reps.png")
