@@ -9,8 +9,10 @@ twins on arbitrary arrays, and segment_reps' own scaling and constant-signal pro
 - the counter itself (``reps.segment`` and ``reps.Counter``, period estimate, adaptive
   thresholds and filters included): NaN runs anywhere never crash it, never add reps and leave
   its outputs finite or NaN; a constant signal, or noise narrower than the minimum range, has
-  no reps; a clean periodic movement is counted the same at any analysis rate (12-60 fps) and
-  any clear amplitude (1.5 x the minimum range of motion and up).
+  no reps; a clean periodic movement (periods of 1-6 s) is counted the same at any analysis rate
+  (12-60 fps) and any clear amplitude (1.5 x the minimum range of motion and up).
+- two strict xfails hold the counterexamples found (reported, not tuned here): white noise wider
+  than the minimum range is counted, and fast shallow reps at 12 fps lose one.
 
 Bounded: at most ``EXAMPLES`` examples each, no deadline.
 """
@@ -188,7 +190,7 @@ def test_period_inputs_and_settle_match_their_twins(x: np.ndarray, max_gap: int,
 @PROPERTY
 @given(n=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
        runs=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 300)), max_size=6),
-       min_vis=st.floats(0.0, 1.0), min_den=st.floats(0.0, 3.0))
+       min_vis=st.floats(0.0, 1.0), min_den=st.floats(0.01, 3.0))  # the counter's is > 0 (0 / 0 otherwise)
 def test_combine_matches_its_twin_with_missing_angles_and_visibility(
     n: int, seed: int, runs: list[tuple[float, int]], min_vis: float, min_den: float
 ) -> None:
@@ -301,7 +303,7 @@ def test_white_noise_has_no_reps(sd: float, fps: float, seconds: float, seed: in
 
 
 @PROPERTY
-@given(cycles=st.integers(1, 10), period_s=st.floats(0.8, 6.0), amp=st.floats(1.5 * ROM, 170.0),
+@given(cycles=st.integers(1, 10), period_s=st.floats(1.0, 6.0), amp=st.floats(1.5 * ROM, 170.0),
        rest_s=st.floats(0.0, 2.0), rates=st.lists(st.sampled_from(RATES), min_size=2, max_size=3, unique=True))
 def test_a_clean_movement_counts_the_same_at_any_analysis_rate(
     cycles: int, period_s: float, amp: float, rest_s: float, rates: list[float]
@@ -311,13 +313,25 @@ def test_a_clean_movement_counts_the_same_at_any_analysis_rate(
 
 
 @PROPERTY
-@given(cycles=st.integers(1, 10), period_s=st.floats(0.8, 6.0), fps=st.sampled_from(RATES), rest_s=st.floats(0.0, 2.0),
+@given(cycles=st.integers(1, 10), period_s=st.floats(1.0, 6.0), fps=st.sampled_from(RATES), rest_s=st.floats(0.0, 2.0),
        amps=st.lists(st.floats(1.5 * ROM, 170.0), min_size=2, max_size=3), base=st.floats(-90.0, 180.0))
 def test_a_clean_movement_counts_the_same_at_any_clear_amplitude(
     cycles: int, period_s: float, fps: float, rest_s: float, amps: list[float], base: float
 ) -> None:
     counts = [len(R.segment(*train(cycles, period_s, a, fps, rest_s, base), ROM).reps) for a in amps]
     assert counts == [cycles] * len(amps), dict(zip(amps, counts, strict=True))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fast, shallow reps at the lowest analysis rate lose one: 3 reps of 0.8125 s and 38 deg (1.5 x min_rom 25) "
+    "with 1 s of rest each side count 2 at 12 and 12.5 fps, 3 at 15-60 fps and 3 at 45 deg or more (found by "
+    "test_a_clean_movement_counts_the_same_at_any_analysis_rate over periods from 0.8 s; a grid shows it only at "
+    "12-12.5 fps, periods 0.80-0.85 s, 37.5-40 deg). Thresholds and filters are tuned on the held-out set, not here"))
+def test_fast_shallow_reps_count_the_same_at_the_lowest_rate() -> None:
+    """The counterexample of the two scaling properties, which run from 1 s periods for that reason."""
+    rates = {fps: len(R.segment(*train(3, 0.8125, 38.0, fps, 1.0), ROM).reps) for fps in (12.0, 12.5, 15.0, 30.0)}
+    amps = {amp: len(R.segment(*train(3, 0.8125, amp, 12.0, 1.0), ROM).reps) for amp in (38.0, 80.0)}
+    assert set(rates.values()) == set(amps.values()) == {3}, (rates, amps)
 
 
 @PROPERTY
