@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,6 +29,7 @@ MIN_CHUNK = 45  # analyzed frames; below this a chunk's lead-in costs more than 
 LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-acquired
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
+PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
 
 
 def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
@@ -33,9 +37,22 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
-        initializer=warm,
-        initargs=(options,),
+        initializer=start_worker,
+        initargs=(options, os.getpid()),
     )
+
+
+def start_worker(options: InferOptions, parent: int) -> None:
+    """Pool initializer: leave when the parent is gone (a SIGKILLed server must not leave
+    workers holding a model forever), then load and warm the model."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
+    warm(options)
+
+
+def _watch_parent(parent: int, every_s: float = PARENT_CHECK_S) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)  # reparented: the process that started this worker died without stopping it
 
 
 def prestart(executor: Executor, workers: int) -> None:

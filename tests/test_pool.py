@@ -111,3 +111,48 @@ def test_terminate_stops_a_busy_pool_at_once() -> None:
         time.sleep(0.05)  # the pool's own thread may reap the process: poll, don't join
     assert time.perf_counter() - t0 < 5, "a busy worker was killed, not waited for"
     assert all(p.exitcode is not None and p.exitcode < 0 for p in procs), procs
+
+
+ORPHAN_PARENT = """
+import sys, time
+from pipeline import pool
+from pipeline.infer import InferOptions
+ex = pool.make_pool(2, InferOptions("/nonexistent.task"))  # warm logs the missing model and lives on
+pool.prestart(ex, 2)
+pids = [f.result(timeout=120) for f in [ex.submit(__import__("os").getpid) for _ in range(4)]]
+print(" ".join(map(str, sorted(set(pids)))), flush=True)
+time.sleep(600)
+"""
+
+
+def test_pool_workers_leave_when_their_parent_is_killed() -> None:
+    import os
+    import signal
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert workers and parent.pid not in workers
+        assert all(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        parent.stdout.close()  # type: ignore[union-attr]
+    deadline = time.time() + 15
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
+    for w in alive:  # don't leave them behind even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"pool workers {alive} outlived their killed parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return "Z"
