@@ -226,3 +226,15 @@ def test_bad_out_dir_is_a_clear_error(analysis: Analysis, tmp_path: Path, where:
         write_all(analysis, out_dir)
     with pytest.raises(NotADirectoryError, match="existing directory"):
         write_annotated_mp4(analysis, out_dir / "a.mp4")
+
+
+def test_top_boxes_tells_a_finished_mp4_from_a_cut_one(dev_dir: Path, tmp_path: Path) -> None:
+    from pipeline.outputs.video import top_boxes
+
+    src = dev_dir / "squat_kaiakol_1.mp4"
+    whole = top_boxes(src)
+    assert {"ftyp", "moov", "mdat"} <= set(whole)
+    cut = tmp_path / "cut.mp4"
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) - 100])  # as a full disk leaves it: the last box cut short
+    assert top_boxes(cut) == whole[:-1]

@@ -67,11 +67,38 @@ def write_annotated_mp4(
             raise OSError(
                 f"ffmpeg wrote nothing for {path.name!r}: expected an MP4 of {frames} frames"
             )
+        boxes = top_boxes(tmp)
+        if not {"ftyp", "moov", "mdat"} <= set(boxes):  # ffmpeg through a pipe hides a short write
+            raise OSError(
+                f"ffmpeg left {path.name!r} unfinished (top-level boxes {boxes}): expected ftyp, moov "
+                "and mdat; is the disk full?"
+            )
         tmp.chmod(0o644)  # mkstemp makes it owner-only; the video is meant to be served
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # gone already after a successful replace
     return path
+
+
+def top_boxes(path: Path) -> list[str]:
+    """The MP4's top-level box types, in order, as far as their sizes are consistent."""
+    out: list[str] = []
+    size_total = path.stat().st_size
+    with open(path, "rb") as f:
+        pos = 0
+        while pos + 8 <= size_total:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+            if size == 1 and len(head) == 16:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = size_total - pos
+            if size < 8 or pos + size > size_total:
+                break  # cut short: the box does not fit in the file
+            out.append(kind)
+            pos += size
+    return out
 
 
 def _encode(analysis: Analysis, tmp: Path, progress: Progress | None, max_side: int) -> int:
