@@ -35,7 +35,7 @@ from pathlib import Path
 from pipeline.config import AnalysisConfig
 from pipeline.errors import FormcheckError, WorkerError
 
-from .pools import PoolHolder
+from .pools import ClusterHolder, PoolHolder
 from .store import Job, Store
 from .store.leases import holder_gone, runner_name
 
@@ -66,7 +66,7 @@ def artifact_dir(root: Path, job: Job) -> Path:
 @dataclass
 class Runner:
     store: Store
-    pools: PoolHolder
+    pools: PoolHolder | ClusterHolder
     config_for: Callable[[Job], AnalysisConfig]
     artifacts: Path
     attempts: int = 3
