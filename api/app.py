@@ -244,6 +244,6 @@ def _document_errors(app: Litestar) -> None:
 def _stores(settings: Settings) -> dict[str, Store]:
     """The rate limits' stores: Redis (shared by every worker process) when configured."""
     if settings.redis_url:
-        return {name: limits.RedisLimitStore.with_client(url=settings.redis_url, namespace=f"formcheck:{name}")
+        return {name: limits.RedisLimitStore.with_url(settings.redis_url, namespace=f"formcheck:{name}")
                 for name in ("rate_limit", "rate_limit_posts", "rate_limit_recommend")}
     return {"rate_limit": MemoryStore(), "rate_limit_posts": MemoryStore(), "rate_limit_recommend": MemoryStore()}

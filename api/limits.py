@@ -12,6 +12,7 @@ On Redis a request is checked and recorded in one atomic step (``RedisLimitStore
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from time import time
 from typing import Any
@@ -22,14 +23,20 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
 from litestar.serialization import decode_json, encode_json
 from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from litestar.types import Empty, EmptyType, Receive, Scope, Send
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from . import metrics
 from .settings import Limit
+
+log = logging.getLogger(__name__)
 
 POST_PATHS = ("/v1/analyses",)  # recommendations have their own limit (api/recommend/routes.py)
 MAX_LOCKS = 10_000
+REDIS_TIMEOUT_S = 0.5  # per Redis call of a limit check
 
 
 def caller(request: Request[Any, Any, Any]) -> str:
@@ -61,9 +68,12 @@ class WindowLimit(RateLimitMiddleware):
             lock = locks.setdefault(key, anyio.Lock())
             async with lock:
                 if isinstance(store, RedisLimitStore):  # shared by processes: check and record in one step
-                    allowed, cache_object = await store.take(key, int(time()), self.config.window_s,
-                                                             self.max_requests)
-                else:
+                    try:
+                        allowed, cache_object = await store.take(key, int(time()), self.config.window_s,
+                                                                 self.max_requests)
+                    except (RedisError, OSError, TimeoutError) as exc:  # Redis down: count in this process
+                        store = self._fallback(exc)
+                if not isinstance(store, RedisLimitStore):
                     cache_object = await self.retrieve_cached_history(key, store)
                     allowed = len(cache_object.history) < self.max_requests
                 if not allowed:
@@ -76,6 +86,20 @@ class WindowLimit(RateLimitMiddleware):
             if self.config.set_rate_limit_headers:
                 send = self.create_send_wrapper(send=send, cache_object=cache_object)
         await self.app(scope, receive, send)
+
+    def _fallback(self, exc: BaseException) -> Store:
+        """This process's memory store, while Redis is unreachable: the limit still holds per
+        process (not across them) and requests are served, not failed."""
+        fallback = self.__dict__.get("_memory")
+        if fallback is None:
+            fallback = self.__dict__.setdefault("_memory", MemoryStore())
+        now = time()
+        if now - self.__dict__.get("_warned", 0.0) > 60:  # once a minute, not per request
+            self.__dict__["_warned"] = now
+            log.warning("rate limits: Redis unreachable (%s: %s); counting in this process until it is back",
+                        type(exc).__name__, exc)
+        metrics.LIMIT_FALLBACKS.inc()
+        return fallback  # type: ignore[no-any-return]
 
     async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
         now = int(time())
@@ -136,6 +160,13 @@ class RedisLimitStore(RedisStore):
                  handle_client_shutdown: bool = False) -> None:
         super().__init__(redis, namespace, handle_client_shutdown)
         self._take = self._redis.register_script(_TAKE)
+
+    @classmethod
+    def with_url(cls, url: str, namespace: str, timeout_s: float = REDIS_TIMEOUT_S) -> RedisLimitStore:
+        """A store on its own client with short timeouts: a Redis that hangs (rather than dies)
+        must not hang requests; past the timeout the limit is counted in process."""
+        client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return cls(client, namespace=namespace, handle_client_shutdown=True)
 
     async def take(self, key: str, now: int, window_s: int, limit: int) -> tuple[bool, CacheObject]:
         allowed, raw = await self._take(keys=[self._make_key(key)], args=[now, window_s, limit])

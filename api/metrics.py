@@ -17,6 +17,8 @@ INFER_SECONDS = Counter("formcheck_inference_seconds", "Seconds spent in the pos
 CACHE = Counter("formcheck_cache_lookups", "Cache lookups by tier and outcome", ["tier", "outcome"])
 POOL_SIZE = Gauge("formcheck_pool_workers", "Inference processes configured", multiprocess_mode="livesum")
 POOL_ALIVE = Gauge("formcheck_pool_workers_alive", "Inference processes alive", multiprocess_mode="livesum")
+LIMIT_FALLBACKS = Counter("formcheck_rate_limit_fallbacks",
+                          "Rate-limit checks counted in process memory because Redis was unreachable")
 POOL_REPLACED = Counter("formcheck_pool_replaced", "Inference pools replaced after a worker died")
 QUEUE = Gauge("formcheck_queue_depth", "Queued jobs (from the database, at scrape time)",
               multiprocess_mode="mostrecent")

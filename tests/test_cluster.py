@@ -39,8 +39,8 @@ BATCH = ("squat_kaiakol_1.mp4", "pushup_kaiakol_2.mp4", "jumpingjack_kaiakol_1.m
 def cluster() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      worker_dashboard_address=None)
+    lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0", worker_dashboard_address=None)
     client = Client(lc, set_as_default=False)
     try:
         client.wait_for_workers(2, timeout=120)
