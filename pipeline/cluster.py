@@ -34,7 +34,7 @@ from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import ClusterError, FormcheckError, ModelError, WorkerError
-from .infer import InferOptions, warm
+from .infer import ChunkJob, InferOptions, warm
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -210,7 +210,9 @@ class ClusterExecutor(Executor):
     ) -> None:
         """Submit once; when the cluster loses the task's input (the worker holding the scattered
         clip died), ship the clip again and resubmit, up to ``LOST_ATTEMPTS`` times."""
-        clip = self._ship(path) if path is not None else None
+        # chunks of one clip go to every worker (each decodes its own): the bytes to all of them,
+        # else the scheduler keeps the tasks next to the one copy and the chunks run in turn
+        clip = self._ship(path, isinstance(args[0], ChunkJob)) if path is not None else None
         if clip is not None:
             fut = self.client.submit(run_remote, fn, args[0], clip.future, clip.digest, pure=False)
         elif len(args) == 1 and not kwargs:
@@ -250,7 +252,7 @@ class ClusterExecutor(Executor):
 
         fut.add_done_callback(settle)
 
-    def _ship(self, path: str) -> _Clip:
+    def _ship(self, path: str, broadcast: bool) -> _Clip:
         st = os.stat(path)
         key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
         with self._lock:
@@ -258,16 +260,16 @@ class ClusterExecutor(Executor):
             if clip is None:
                 data = Path(path).read_bytes()
                 digest = xxhash.xxh3_128_hexdigest(data)
-                clip = _Clip(self._scatter(data, path), digest)
+                clip = _Clip(self._scatter(data, path, broadcast), digest)
                 self._clips[key] = clip
             clip.users += 1
             return clip
 
-    def _scatter(self, data: bytes, path: str) -> Any:
-        """The bytes onto one worker; a worker that dies while receiving them is tried around."""
+    def _scatter(self, data: bytes, path: str, broadcast: bool) -> Any:
+        """The bytes onto one worker (or all); a worker that dies while receiving them is tried around."""
         for attempt in range(1, LOST_ATTEMPTS + 1):
             try:
-                return self.client.scatter(data, hash=False)
+                return self.client.scatter(data, hash=False, broadcast=broadcast)
             except OSError as exc:  # CommClosedError: the chosen worker went away
                 if attempt == LOST_ATTEMPTS:
                     raise WorkerError(f"could not send {path} to the Dask cluster ({exc}): expected a live "
