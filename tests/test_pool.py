@@ -156,3 +156,29 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
     except (OSError, IndexError):
         return "Z"
+
+
+def test_dask_malloc_trim_setting_is_undone_in_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ (every frame buffer then mmapped and unmapped):
+    a worker sets fixed thresholds back; without the variable it leaves malloc alone."""
+    import ctypes
+
+    from pipeline import infer
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def __init__(self, name: str) -> None:
+            pass
+
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", FakeLibc)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    infer.undo_malloc_trim()
+    assert calls == []
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    infer.undo_malloc_trim()
+    assert calls == [(infer.M_TRIM_THRESHOLD, 128 << 20), (infer.M_MMAP_THRESHOLD, 32 << 20)]
