@@ -116,8 +116,8 @@ def _create_key(env: dict[str, str]) -> dict[str, str]:
 @contextmanager
 def _server(env: dict[str, str], log: Path) -> Iterator[Server]:
     srv = Server(env, log)
-    srv.start()
     try:
+        srv.start()  # a server that never got ready is killed too (it lived on after a failed test)
         yield srv
     finally:
         srv.kill_all()
