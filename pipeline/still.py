@@ -9,7 +9,6 @@ tracking in a video gives different landmarks than a detection on a still).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -110,10 +109,10 @@ def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-# A still is one request waiting on one frame: XNNPACK spreads it over two threads (full model,
-# 640x480: 31 ms p50 instead of 42-43 here, landmarks identical); videos keep one thread per
-# process, one process per core.
-STILL_THREADS = max(1, min(2, os.cpu_count() or 1))
+# XNNPACK threads for a still. Two threads took a 640x480 full-model still from 42 to 31 ms p50 in
+# a plain process, but not in a server's pool worker (POST /v1/frames p50 52 vs 51 ms, twice the
+# CPU): one, until that difference is understood.
+STILL_THREADS = 1
 _IMAGE_LANDMARKER: object | None = None
 _IMAGE_OPTIONS: infer.InferOptions | None = None
 
