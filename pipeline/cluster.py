@@ -34,7 +34,7 @@ from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import ClusterError, FormcheckError, ModelError, WorkerError
-from .infer import ChunkJob, InferOptions, warm
+from .infer import ChunkJob, InferOptions, undo_malloc_trim, warm
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class ModelPlugin(WorkerPlugin):
         self.name = f"formcheck-model-{options.model_id[:16] or xxhash.xxh3_64_hexdigest(bundle)}"
 
     def setup(self, worker: Any = None) -> None:
+        undo_malloc_trim()  # the nanny started this worker with MALLOC_TRIM_THRESHOLD_ set
         digest = self.options.model_id or xxhash.xxh3_128_hexdigest(self.bundle)
         here = materialize(self.bundle, f"model-{digest}", os.path.basename(self.options.model_path))
         _MODELS[self.options.model_path] = str(here)

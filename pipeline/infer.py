@@ -196,7 +196,7 @@ def close() -> None:
 
 
 def undo_malloc_trim() -> None:
-    """Give glibc malloc back its large-buffer behaviour (a Dask worker, or a process started beside one).
+    """Give glibc malloc back its large-buffer behaviour in a Dask worker (``ModelPlugin.setup``).
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it turns off glibc's
     dynamic mmap threshold, so every decoded frame (MBs) is mmapped and unmapped, page faults and
@@ -207,7 +207,7 @@ def undo_malloc_trim() -> None:
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if not name or not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+    if not name:
         return
     try:
         libc = ctypes.CDLL(name)
@@ -225,7 +225,6 @@ def warm(options: InferOptions) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    undo_malloc_trim()
     global _CLOCK_MS
     with _RUN_LOCK:
         try:
