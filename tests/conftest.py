@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,28 @@ def samples() -> dict[str, Path]:
         return fs.fetch_all(dest)
     except fs.FetchError as exc:
         pytest.fail(f"could not fetch the PyPI sample clips into {dest}: {exc}", pytrace=False)
+
+
+PG_URL = os.environ.get("FORMCHECK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; PostgreSQL down is a failure."""
+    import asyncpg
+
+    name = f"fc_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_URL} is unavailable ({exc}); start it or set FORMCHECK_TEST_DATABASE_URL")
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -33,7 +33,7 @@ import pytest
 from api_routes import fill, id_routes
 from helpers import REPO
 from litestar.testing import TestClient
-from serving import PG_URL, REDIS_URL, create_key, server_env, serving
+from serving import REDIS_URL, create_key, server_env, serving
 
 from api import settings
 from api.app import create_app
@@ -191,17 +191,8 @@ def test_sqlite_keeps_only_hashes(two: Two) -> None:
         assert not any(_secret(k).encode() in raw for k in two.keys), f.name
 
 
-def test_postgres_keeps_only_hashes(tmp_path: Path) -> None:
+def test_postgres_keeps_only_hashes(tmp_path: Path, pg_database: str) -> None:
     import asyncpg
-
-    name = f"fc_access_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
     async def every_cell(url: str) -> list[Any]:
         conn = await asyncpg.connect(url, timeout=5)
@@ -216,17 +207,9 @@ def test_postgres_keeps_only_hashes(tmp_path: Path) -> None:
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is unavailable ({exc}); start it or set FORMCHECK_TEST_DATABASE_URL")
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        srv = settings.load({"FORMCHECK_DATA_DIR": str(tmp_path), "DATABASE_URL": url}).server
-        keys = (asyncio.run(add_key(srv, "a")), asyncio.run(add_key(srv, "b")))
-        _no_plaintext(asyncio.run(every_cell(url)), keys)
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    srv = settings.load({"FORMCHECK_DATA_DIR": str(tmp_path), "DATABASE_URL": pg_database}).server
+    keys = (asyncio.run(add_key(srv, "a")), asyncio.run(add_key(srv, "b")))
+    _no_plaintext(asyncio.run(every_cell(pg_database)), keys)
 
 
 def test_the_store_is_only_asked_for_hashes(two: Two, monkeypatch: pytest.MonkeyPatch) -> None:

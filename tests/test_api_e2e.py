@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -17,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,28 +176,6 @@ def test_serve_sqlite_end_to_end(xdg_cache: Path, tmp_path: Path, dev_dir: Path)
     logs = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")]
     assert any(rec["msg"] == "ready" for rec in logs) and not any(key["Authorization"][7:] in json.dumps(rec)
                                                                     for rec in logs)
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards; PostgreSQL down is a failure."""
-    import asyncpg
-
-    name = f"fc_e2e_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is unavailable ({exc}); start it or set FORMCHECK_TEST_DATABASE_URL")
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_serve_postgres_redis_end_to_end(xdg_cache: Path, tmp_path: Path, dev_dir: Path, pg_database: str) -> None:

@@ -29,7 +29,7 @@ import pytest
 from api_routes import fill, id_routes
 from helpers import sse_events
 from hostile_media import claim_video_duration, claim_video_size, jpeg_bomb, png_bomb
-from serving import PG_URL, Served, create_key, server_env, serving
+from serving import Served, create_key, server_env, serving
 
 PROBLEM = "application/problem+json"
 ANSWER_S = 30.0  # generous: the slowest answer here (a lying 16000x16000 header) takes ~2 s
@@ -310,17 +310,9 @@ def test_sql_metacharacters_in_every_field_sqlite(hostile: Hostile, dev_dir: Pat
         db.close()
 
 
-def test_sql_metacharacters_in_every_field_postgres(xdg_cache: Path, tmp_path: Path, dev_dir: Path) -> None:
+def test_sql_metacharacters_in_every_field_postgres(xdg_cache: Path, tmp_path: Path, dev_dir: Path,
+                                                   pg_database: str) -> None:
     import asyncpg
-
-    name = f"fc_hostile_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
     async def counts(url: str) -> tuple[int, int]:
         conn = await asyncpg.connect(url, timeout=5)
@@ -330,19 +322,11 @@ def test_sql_metacharacters_in_every_field_postgres(xdg_cache: Path, tmp_path: P
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is unavailable ({exc}); start it or set FORMCHECK_TEST_DATABASE_URL")
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with _start(xdg_cache, tmp_path, DATABASE_URL=url) as h:
-            _sql_survives(h, dev_dir)
-            assert h.client.get("/health").status_code == 200
-        keys, jobs = asyncio.run(counts(url))
-        assert keys == 1 and jobs == 1, (keys, jobs)  # nothing dropped or deleted; only the valid upload added
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _start(xdg_cache, tmp_path, DATABASE_URL=pg_database) as h:
+        _sql_survives(h, dev_dir)
+        assert h.client.get("/health").status_code == 200
+    keys, jobs = asyncio.run(counts(pg_database))
+    assert keys == 1 and jobs == 1, (keys, jobs)  # nothing dropped or deleted; only the valid upload added
 
 
 # --- after all that -------------------------------------------------------------------------------
