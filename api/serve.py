@@ -24,9 +24,12 @@ GRACE_S = 10
 
 def app_factory() -> object:
     """uvicorn's factory (one call per API worker process): settings from the environment."""
+    from pipeline.infer import limit_malloc_arenas
+
     from . import logs
     from .app import create_app
 
+    limit_malloc_arenas()  # a spawned API worker: before its threads
     cfg = S.load()
     logs.configure(cfg.server.log_format)
     return create_app(cfg)
@@ -35,6 +38,9 @@ def app_factory() -> object:
 def serve(host: str, port: int, api_workers: int, open_mode: bool) -> int:
     import uvicorn
 
+    from pipeline.infer import limit_malloc_arenas
+
+    limit_malloc_arenas()  # with one API worker this is the API process: before any thread starts
     cfg = S.load()
     if cfg.scheduler:  # an unreachable cluster fails here, in one line, before any process starts
         from pipeline import cluster

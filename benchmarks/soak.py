@@ -2,8 +2,9 @@
 
 Usage::
 
-    python benchmarks/soak.py [--duration 600] [--window 60] [--users 20] [--think-ms 500 1500]
-                              [--job-every 20] [--video PATH ...] [--json OUT] [--markdown OUT]
+    python benchmarks/soak.py [--duration 600] [--warmup 60] [--window 60] [--users 20]
+                              [--think-ms 500 1500] [--job-every 20] [--video PATH ...]
+                              [--json OUT] [--markdown OUT]
 
 It starts its own server and sets it up as ``benchmarks/load.py --start`` does (its ``Server``
 and ``setup``: a free port, a fresh data dir and key, rate limits raised; the ``--video`` clips
@@ -15,16 +16,21 @@ analyzed, a frame cached, distinct images prepared), then for ``--duration`` sec
 - a feeder: every ``--job-every`` seconds, the first clip re-encoded with new pixels (a job that
   must infer) is uploaded and then polled once a second until it ends.
 
-Every ``--window`` seconds it notes the requests, errors and p95 latency of the window (all
-requests, and per route) and the resident memory (RSS) of every server process: the API
-process(es) and the inference workers. At the deadline no request starts; requests in flight
-get ``--grace`` seconds, then the jobs still running get ``--drain`` seconds to end.
+The same load runs ``--warmup`` seconds first (default 60): the first requests of each kind
+import and build what the server keeps (the chart renderer, the landmark-to-angle path, the
+allocator's arenas), which is not drift; its requests and errors are reported, in a window of
+their own, and memory growth is measured from its end. Every ``--window`` seconds after it the
+soak notes the requests, errors and p95 latency of the window (all requests, and per route) and
+the resident memory (RSS) of every server process: the API process(es) and the inference workers.
+At the deadline no request starts; requests in flight get ``--grace`` seconds, then the jobs still
+running get ``--drain`` seconds to end.
 
 The report: requests served, errors by status (non-2xx other than 429, and transport failures),
-p95 per window over time, the RSS of each server process at start (after the setup) and end
-with its growth, CPU seconds by role, and jobs submitted vs completed. ``--json`` and
-``--markdown`` write it out too. Exit code 0 (a benchmark: the figures are the result), 1 when
-the setup fails, 2 on a usage error, 130 on Ctrl-C or SIGTERM (the server is stopped either way).
+p95 per window over time, the RSS of each server process after the setup, at start (after the
+warm-up) and at the end, with its growth from start to end, CPU seconds by role, and jobs
+submitted vs completed. ``--json`` and ``--markdown`` write it out too. Exit code 0 (a benchmark:
+the figures are the result), 1 when the setup fails, 2 on a usage error, 130 on Ctrl-C or SIGTERM
+(the server is stopped either way).
 """
 
 from __future__ import annotations
@@ -114,18 +120,23 @@ def _growth(start: int | None, end: int | None) -> float | None:
     return None if not start or end is None else round((end - start) / start * 100, 1)
 
 
-def memory_report(start: dict[int, tuple[str, int]], end: dict[int, tuple[str, int]]) -> dict[str, Any]:
-    """RSS per process at start and end (a process replaced meanwhile has one side only), and by role."""
+def memory_report(start: dict[int, tuple[str, int]], end: dict[int, tuple[str, int]],
+                  setup: dict[int, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """RSS per process at start and end (a process replaced meanwhile has one side only), and by role;
+    ``setup``: the readings before the warm-up, shown beside them (growth is start to end)."""
+    setup = setup if setup is not None else start
     procs = []
     for pid in sorted(set(start) | set(end)):
         role = (start.get(pid) or end[pid])[0]
         a, b = (start[pid][1] if pid in start else None), (end[pid][1] if pid in end else None)
-        procs.append({"pid": pid, "role": role, "start_mb": _mb(a), "end_mb": _mb(b), "growth_pct": _growth(a, b)})
+        procs.append({"pid": pid, "role": role, "setup_mb": _mb(setup[pid][1]) if pid in setup else None,
+                      "start_mb": _mb(a), "end_mb": _mb(b), "growth_pct": _growth(a, b)})
     totals = {}
     for role in sorted({r for r, _ in (*start.values(), *end.values())}):
         a = sum(rss for r, rss in start.values() if r == role)
         b = sum(rss for r, rss in end.values() if r == role)
-        totals[role] = {"start_mb": _mb(a), "end_mb": _mb(b), "growth_pct": _growth(a, b),
+        totals[role] = {"setup_mb": _mb(sum(rss for r, rss in setup.values() if r == role)),
+                        "start_mb": _mb(a), "end_mb": _mb(b), "growth_pct": _growth(a, b),
                         "processes": [sum(1 for r, _ in start.values() if r == role),
                                       sum(1 for r, _ in end.values() if r == role)]}
     return {"processes": procs, "totals": totals}
@@ -240,17 +251,20 @@ async def soak(client: httpx.AsyncClient, users: Sequence[httpx.AsyncClient], fx
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     think = (args.think_ms[0] / 1000, args.think_ms[1] / 1000)
     meter = CpuMeter(group, args.api_workers)
-    start_procs = await asyncio.to_thread(server_processes, group, args.api_workers)
-    meter.start()
-    t0 = time.monotonic()
+    setup_procs = await asyncio.to_thread(server_processes, group, args.api_workers)
+    t0 = time.monotonic() + args.warmup  # the measured run starts after the warm-up (times before it < 0)
     deadline = t0 + args.duration
-    watch = asyncio.create_task(sampler(group, args.api_workers, args.window, stop, snapshots))
     tasks = [asyncio.create_task(user(users[i], fx, think, deadline, random.Random(seed + i), out, t0))
              for i in range(args.users)]
     tasks.append(asyncio.create_task(feeder(client, args.video[0], args.job_every, deadline, out, jobs, t0,
                                             followers)))
+    watch: asyncio.Task[None] | None = None
     try:
-        _, late = await asyncio.wait(tasks, timeout=args.duration + args.grace)
+        await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+        start_procs = await asyncio.to_thread(server_processes, group, args.api_workers)
+        meter.start()
+        watch = asyncio.create_task(sampler(group, args.api_workers, args.window, stop, snapshots))
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()) + args.grace)
         elapsed = time.monotonic() - t0
         end_procs = await asyncio.to_thread(server_processes, group, args.api_workers)
         cpu = meter.stop()
@@ -258,19 +272,20 @@ async def soak(client: httpx.AsyncClient, users: Sequence[httpx.AsyncClient], fx
             await asyncio.wait(followers, timeout=args.drain)
     finally:
         stop.set()
-        for task in (*tasks, *followers, watch):
+        pending = [*tasks, *followers, *([watch] if watch is not None else [])]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, *followers, watch, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
     for task in tasks:
         if task not in late and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]  # a bug in this script, not a server error
-    samples = [t for t in out if t.t < elapsed]
+    samples = [t for t in out if t.t < elapsed]  # the warm-up's too (negative times)
     return {
         "overall": overall([t.sample for t in samples], elapsed),
         "routes": {name: summarize_route([t.sample for t in samples if t.sample.route == name], elapsed)
                    for name in (*DEFAULT_MIX, *JOB_ROUTES)},
-        "windows": windows(samples, snapshots, args.window, args.duration, elapsed),
-        "memory": memory_report(start_procs, end_procs),
+        "windows": windows(samples, snapshots, args.window, args.duration, elapsed, args.warmup, setup_procs),
+        "memory": memory_report(start_procs, end_procs, setup_procs),
         "jobs": jobs_report(jobs),
         "meta_run": {"elapsed_s": round(elapsed, 1), "cut_off": len(late), "seed": seed, "cpu_s": cpu},
     }
@@ -299,22 +314,29 @@ def _ms(x: float | None) -> float | None:
 
 
 def windows(samples: Sequence[Timed], snapshots: Sequence[dict[int, tuple[str, int]]], width: float,
-            duration: float, elapsed: float) -> list[dict[str, Any]]:
+            duration: float, elapsed: float, warmup: float = 0.0,
+            setup: dict[int, tuple[str, int]] | None = None) -> list[dict[str, Any]]:
     """Per ``width`` seconds of ``duration``: requests, errors, p95 of 2xx (all, and per route) and
-    RSS by role at its start; the last window also holds the requests that ended in the grace."""
+    RSS by role at its start; the last window also holds the requests that ended in the grace.
+    With a ``warmup`` (requests at negative times), a first row ``"warm-up"`` holds them, with the
+    RSS after the setup."""
     out = []
     count = max(1, math.ceil(duration / width - 1e-9))
+    spans: list[tuple[object, float, float, dict[int, tuple[str, int]] | None]] = []
+    if warmup > 0:
+        spans.append(("warm-up", -warmup, 0.0, setup))
     for k in range(count):
         lo, hi = k * width, (min((k + 1) * width, duration) if k < count - 1 else max(duration, elapsed))
+        spans.append((k + 1, lo, hi, snapshots[k] if k < len(snapshots) else None))
+    for name, lo, hi, snap in spans:
         inside = [t.sample for t in samples if lo <= t.t < hi]
         ok = [s for s in inside if s.status is not None and 200 <= s.status < 300]
         by_route = {}
         for route in sorted({s.route for s in ok}):
             by_route[route] = _ms(percentile([s.ms for s in ok if s.route == route], 95))
-        out.append({"window": k + 1, "from_s": round(lo, 1), "to_s": round(hi, 1), "requests": len(inside),
+        out.append({"window": name, "from_s": round(lo, 1), "to_s": round(hi, 1), "requests": len(inside),
                     "errors": sum(1 for s in inside if _is_error(s)), "p95_ms": _ms(percentile([s.ms for s in ok], 95)),
-                    "p95_ms_by_route": by_route,
-                    "rss_mb": _rss_by_role(snapshots[k]) if k < len(snapshots) else None})
+                    "p95_ms_by_route": by_route, "rss_mb": _rss_by_role(snap) if snap is not None else None})
     return out
 
 
@@ -333,13 +355,16 @@ def _cell(x: object) -> str:
 def markdown(report: dict[str, Any]) -> str:
     m, o, j, mem = report["meta"], report["overall"], report["jobs"], report["memory"]
     errs = ", ".join(f"{k} x{n}" for k, n in sorted(o["errors_by_status"].items())) or "none"
-    first, last = report["windows"][0]["p95_ms"], report["windows"][-1]["p95_ms"]
+    measured = [w for w in report["windows"] if w["window"] != "warm-up"]
+    first, last = measured[0]["p95_ms"], measured[-1]["p95_ms"]
     lines = [
         "## formcheck soak test", "",
         f"{m['users']} users (think {m['think_ms'][0]:g}-{m['think_ms'][1]:g} ms) plus a new job every "
-        f"{m['job_every_s']:g} s, for {m['elapsed_s']:g} s; {m['server']}, {m['cpus']} CPUs; "
+        f"{m['job_every_s']:g} s, for {m['warmup_s']:g} s of warm-up then {m['elapsed_s']:g} s; {m['server']}, "
+        f"{m['cpus']} CPUs; "
         f"started {m['started']}, setup {m['setup_s']:g} s.", "",
-        f"Requests served {o['requests']} ({o['throughput_rps']:g} req/s), 2xx {o['ok']}, errors {o['errors']} "
+        f"Requests served (warm-up included) {o['requests']} ({o['throughput_rps']:g} req/s), 2xx {o['ok']}, "
+        f"errors {o['errors']} "
         f"({errs}), 429 {o['limited']}; p50/p95/p99 {_cell(o['p50_ms'])}/{_cell(o['p95_ms'])}/{_cell(o['p99_ms'])} ms; "
         f"{m['cut_off']} requests cut off at the hard stop. p95 of the first window {_cell(first)} ms, of the last "
         f"{_cell(last)} ms.",
@@ -354,20 +379,22 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {w['window']} | {w['from_s']:g}-{w['to_s']:g} | {w['requests']} | {w['errors']} "
                      f"| {_cell(w['p95_ms'])} | {_cell(r.get('status'))} | {_cell(r.get('frame_uncached'))} "
                      f"| {_cell(r.get('job_status'))} | {_cell(rss.get('api'))} | {_cell(rss.get('inference'))} |")
-    lines += ["", "| process | role | RSS at start MB | at end MB | growth % |", "|---:|---|---:|---:|---:|"]
+    lines += ["", "| process | role | RSS after setup MB | at start MB | at end MB | growth % |",
+              "|---:|---|---:|---:|---:|---:|"]
     for p in mem["processes"]:
         if p["role"] != "other":
-            lines.append(f"| {p['pid']} | {p['role']} | {_cell(p['start_mb'])} | {_cell(p['end_mb'])} "
-                         f"| {_cell(p['growth_pct'])} |")
+            lines.append(f"| {p['pid']} | {p['role']} | {_cell(p.get('setup_mb'))} | {_cell(p['start_mb'])} "
+                         f"| {_cell(p['end_mb'])} | {_cell(p['growth_pct'])} |")
     for role, t in mem["totals"].items():
         if role != "other":
-            lines.append(f"| all ({t['processes'][0]} -> {t['processes'][1]}) | {role} | {_cell(t['start_mb'])} "
-                         f"| {_cell(t['end_mb'])} | {_cell(t['growth_pct'])} |")
+            lines.append(f"| all ({t['processes'][0]} -> {t['processes'][1]}) | {role} | {_cell(t.get('setup_mb'))} "
+                         f"| {_cell(t['start_mb'])} | {_cell(t['end_mb'])} | {_cell(t['growth_pct'])} |")
     cpu = m.get("cpu_s") or {}
     lines += ["", f"CPU seconds during the soak: API {_cell(cpu.get('server_api'))}, inference workers "
               f"{_cell(cpu.get('server_workers'))}, this client {_cell(cpu.get('client'))}, everything else "
-              f"{_cell(cpu.get('others'))} (of {_cell(cpu.get('capacity'))} available). RSS is sampled at the start "
-              "of each window; start = after the setup, end = at the deadline."]
+              f"{_cell(cpu.get('others'))} (of {_cell(cpu.get('capacity'))} available), after the warm-up. RSS is "
+              "sampled at the start of each window; start = after the warm-up, end = at the deadline; growth "
+              "is start to end."]
     return "\n".join(lines) + "\n"
 
 
@@ -409,6 +436,9 @@ def _positive(raw: str) -> float:
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="soak.py", description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--duration", type=_positive, default=600.0, help="seconds of load (default 600)")
+    p.add_argument("--warmup", type=float, default=60.0,
+                   help="seconds of the same load before the measured run; memory growth is from its end "
+                   "(default 60; 0: none)")
     p.add_argument("--window", type=_positive, default=60.0, help="seconds per report window (default 60)")
     p.add_argument("--users", type=lambda s: int(_positive(s)), default=20, help="virtual users (default 20)")
     p.add_argument("--think-ms", type=float, nargs=2, default=(500.0, 1500.0), metavar=("MIN", "MAX"),
@@ -438,8 +468,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--think-ms expects 0 <= MIN <= MAX, got {args.think_ms[0]:g} {args.think_ms[1]:g}")
     if args.window > args.duration:
         p.error(f"--window ({args.window:g} s) must not exceed --duration ({args.duration:g} s)")
-    if args.grace < 0 or args.drain < 0:
-        p.error("--grace and --drain must be >= 0")
+    if args.grace < 0 or args.drain < 0 or args.warmup < 0:
+        p.error("--grace, --drain and --warmup must be >= 0")
     return args
 
 
@@ -457,7 +487,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    meta: dict[str, Any] = {"duration_s": args.duration, "window_s": args.window, "users": args.users,
+    meta: dict[str, Any] = {"duration_s": args.duration, "warmup_s": args.warmup, "window_s": args.window,
+                            "users": args.users,
                             "think_ms": list(args.think_ms), "job_every_s": args.job_every, "mix": DEFAULT_MIX,
                             "videos": [str(v) for v in args.video], "cpus": os.cpu_count(),
                             "server": f"server started by soak.py ({args.api_workers} API process(es))",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
+from helpers import REPO
 
 from pipeline import decode, pool
 from pipeline.config import AnalysisConfig
@@ -178,3 +180,40 @@ def test_dask_malloc_trim_setting_is_undone_in_workers(monkeypatch: pytest.Monke
     monkeypatch.setattr(ctypes, "CDLL", FakeLibc)
     infer.undo_malloc_trim()
     assert calls == [(infer.M_TRIM_THRESHOLD, 128 << 20), (infer.M_MMAP_THRESHOLD, 32 << 20)]
+    calls.clear()
+    infer.limit_malloc_arenas(2)
+    assert calls == [(infer.M_ARENA_MAX, 2)]
+
+
+_ARENA_PROBE = """
+import ctypes, sys, threading
+from pipeline import infer
+if sys.argv[1] != "default":
+    infer.limit_malloc_arenas(int(sys.argv[1]))
+barrier = threading.Barrier(8)
+def work():
+    keep = [bytearray(1 << 16) for _ in range(10)]  # malloc'd while the other threads hold theirs
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # glibc: one 'Arena N:' block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_malloc_arenas_are_limited_for_the_api_process() -> None:
+    """Eight threads allocating at once get their own glibc arenas (the API process's RSS crept up
+    in a soak); limit_malloc_arenas(2), as ``formcheck serve`` calls it, keeps them to two."""
+
+    def arenas(arg: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _ARENA_PROBE, arg], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena "))
+
+    assert arenas("default") > 2
+    assert arenas("2") == 2
+    assert arenas("1") == 1

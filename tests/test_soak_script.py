@@ -14,14 +14,15 @@ from pathlib import Path
 
 from helpers import REPO
 
-DURATION, WINDOW = 20, 5
+DURATION, WINDOW, WARMUP = 20, 5, 4
 
 
 def test_a_short_soak_reports_windows_memory_and_every_job(dev_dir: Path, cli_env: dict[str, str],
                                                            tmp_path: Path) -> None:
     out, md = tmp_path / "soak.json", tmp_path / "soak.md"
     cmd = [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--duration", str(DURATION),
-           "--window", str(WINDOW), "--users", "4", "--think-ms", "50", "200", "--job-every", "4",
+           "--window", str(WINDOW), "--warmup", str(WARMUP), "--users", "4", "--think-ms", "50", "200",
+           "--job-every", "4",
            "--video", str(dev_dir / "squat_kaiakol_1.mp4"), "--json", str(out), "--markdown", str(md), "--seed", "1"]
     res = subprocess.run(cmd, cwd=REPO, env={**cli_env, "FORMCHECK_WORKERS": "2"}, capture_output=True, text=True,
                          timeout=300, stdin=subprocess.DEVNULL)
@@ -38,7 +39,8 @@ def test_a_short_soak_reports_windows_memory_and_every_job(dev_dir: Path, cli_en
         assert report["routes"][name]["requests"] > 0, name
 
     wins = report["windows"]
-    assert [w["window"] for w in wins] == list(range(1, DURATION // WINDOW + 1))
+    assert [w["window"] for w in wins] == ["warm-up", *range(1, DURATION // WINDOW + 1)]
+    assert (wins[0]["from_s"], wins[0]["to_s"]) == (-WARMUP, 0) and wins[1]["from_s"] == 0
     assert sum(w["requests"] for w in wins) == o["requests"] and all(w["requests"] > 0 for w in wins)
     assert all(w["p95_ms"] is not None and w["rss_mb"]["api"] > 0 and w["rss_mb"]["inference"] > 0 for w in wins)
 
@@ -47,7 +49,9 @@ def test_a_short_soak_reports_windows_memory_and_every_job(dev_dir: Path, cli_en
     assert roles == ["api", "inference", "inference"], procs  # one API process, FORMCHECK_WORKERS=2
     for p in procs:
         if p["role"] != "other":
-            assert p["start_mb"] > 0 and p["end_mb"] > 0 and isinstance(p["growth_pct"], float), p
+            assert p["setup_mb"] > 0 and p["start_mb"] > 0 and p["end_mb"] > 0, p
+            shown = (p["end_mb"] - p["start_mb"]) / p["start_mb"] * 100  # growth is start (after warm-up) to end
+            assert abs(p["growth_pct"] - shown) < 0.2, p
     assert report["memory"]["totals"]["inference"]["processes"] == [2, 2]  # none died meanwhile
 
     jobs = report["jobs"]
