@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
 
 from pipeline.errors import FormcheckError
-from pipeline.still import IDLE_THREADS, NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
+from pipeline.still import NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
 
 from . import metrics
 from .analyses import TooLarge, Unprocessable
@@ -36,18 +35,6 @@ MAX_IMAGE_MB = 20
 
 class UnsupportedMedia(ClientException):
     status_code = 415
-
-
-_in_flight = 0  # stills this process has sent to its pool and not had back
-
-
-def _threads(service: Service) -> int:
-    """XNNPACK threads for the next still: two when nothing else of this process is inferring (no
-    other still in flight, no job running; with several API processes, each decides for its own
-    pool), else one (see :data:`pipeline.still.IDLE_THREADS`)."""
-    runner = getattr(service, "runner", None)
-    busy = _in_flight > 0 or (runner is not None and runner.running > 0)
-    return 1 if busy or (os.cpu_count() or 1) < IDLE_THREADS else IDLE_THREADS
 
 
 def _key(data: bytes, service: Service) -> str:
@@ -97,10 +84,7 @@ async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any]
         hit = await asyncio.to_thread(cache.get, key)
         if hit is not None:
             return {**json.loads(hit), "name": name}, True
-    global _in_flight
-    job = StillJob(data, name, service.settings.max_side, service.pools.options, service.settings.cache(True),
-                   _threads(service))
-    _in_flight += 1
+    job = StillJob(data, name, service.settings.max_side, service.pools.options, service.settings.cache(True))
     try:
         res = await asyncio.wrap_future(service.pools.executor().submit(run_still, job))
     except FormcheckError as exc:
@@ -109,8 +93,6 @@ async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any]
         service.pools.replace_if_broken()
         raise ServiceUnavailableException(detail=f"the inference worker failed ({type(exc).__name__}); retry",
                                           headers={"Retry-After": "2"}) from None
-    finally:
-        _in_flight -= 1
     metrics.FRAMES.labels("frame").inc()
     metrics.INFER_SECONDS.labels("frame").inc(res.infer_s)
     body = await asyncio.to_thread(describe, name, res)

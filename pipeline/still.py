@@ -36,7 +36,6 @@ class StillJob:
     max_side: int
     options: infer.InferOptions
     cache: CacheConfig | None = None
-    threads: int = 1  # XNNPACK threads for this image (same landmarks whatever the count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,27 +109,20 @@ def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-# XNNPACK threads for a still when the machine has nothing else to do: two took a 640x480
-# full-model still from 38 to 28 ms p50 here. Not more, and never while other inference runs:
-# XNNPACK's threads spin while they wait, so two workers each running two threads on two cores
-# spent most of their time spinning (100 users: new-image p50 9.5 s instead of 71 ms). The caller
-# picks (``StillJob.threads``); each count has its own IMAGE-mode landmarker in the worker.
-IDLE_THREADS = 2
-_IMAGE_LANDMARKERS: dict[int, object] = {}
+# XNNPACK threads for a still. Two threads took a 640x480 full-model still from 42 to 31 ms p50 in
+# a plain process, but not in a server's pool worker (POST /v1/frames p50 52 vs 51 ms, twice the
+# CPU): one, until that difference is understood.
+STILL_THREADS = 1
+_IMAGE_LANDMARKER: object | None = None
 _IMAGE_OPTIONS: infer.InferOptions | None = None
 
 
-def _landmarker(options: infer.InferOptions, threads: int = 1) -> object:
-    global _IMAGE_OPTIONS
-    if _IMAGE_OPTIONS != options:
-        for lm in _IMAGE_LANDMARKERS.values():
-            lm.close()  # type: ignore[attr-defined]
-        _IMAGE_LANDMARKERS.clear()
+def _landmarker(options: infer.InferOptions) -> object:
+    global _IMAGE_LANDMARKER, _IMAGE_OPTIONS
+    if _IMAGE_LANDMARKER is None or _IMAGE_OPTIONS != options:
+        _IMAGE_LANDMARKER = infer.create(options, video=False, threads=STILL_THREADS)
         _IMAGE_OPTIONS = options
-    threads = max(1, min(threads, IDLE_THREADS))
-    if threads not in _IMAGE_LANDMARKERS:
-        _IMAGE_LANDMARKERS[threads] = infer.create(options, video=False, threads=threads)
-    return _IMAGE_LANDMARKERS[threads]
+    return _IMAGE_LANDMARKER
 
 
 def run_still(job: StillJob) -> StillResult:
@@ -145,7 +137,7 @@ def run_still(job: StillJob) -> StillResult:
     if hit is not None:
         xy, v, w = frame_from_bytes(hit)
         return StillResult(xy, v, w, size, 0.0, True)
-    lm = _landmarker(o, job.threads)
+    lm = _landmarker(o)
     t0 = time.perf_counter()
     res = lm.detect(infer.image(rgb))  # type: ignore[attr-defined]
     infer_s = time.perf_counter() - t0

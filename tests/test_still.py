@@ -1,4 +1,4 @@
-"""Stills (``POST /v1/frames``): the IMAGE-mode landmarker on one or two XNNPACK threads, same landmarks."""
+"""Stills (``POST /v1/frames``): the IMAGE-mode landmarker runs one frame on two XNNPACK threads."""
 
 from __future__ import annotations
 
@@ -38,41 +38,3 @@ def test_two_threads_give_the_same_landmarks(xdg_cache: Path, dev_dir: Path) -> 
     finally:
         one.close()  # type: ignore[attr-defined]
         two.close()  # type: ignore[attr-defined]
-
-
-def test_a_still_runs_on_the_thread_count_its_caller_picks(xdg_cache: Path, dev_dir: Path) -> None:
-    """Each thread count has its own IMAGE-mode landmarker in the worker; the landmarks are the same."""
-    from pipeline import still
-
-    cfg = AnalysisConfig(model_cache=xdg_cache / "formcheck" / "models")
-    opts = infer_options(cfg, resolve_model(cfg))
-    frames, _ = read_frames(dev_dir / "squat_rjsong_2.mp4", 0, 1)
-    ok, jpg = cv2.imencode(".jpg", frames[0])
-    assert ok
-    one, two = (still.run_still(still.StillJob(jpg.tobytes(), "a.jpg", 640, opts, threads=t)) for t in (1, 2))
-    assert sorted(still._IMAGE_LANDMARKERS) == [1, 2]
-    assert np.isfinite(one.xy).all()
-    for a, b in ((one.xy, two.xy), (one.visibility, two.visibility), (one.world, two.world)):
-        assert np.array_equal(a, b)
-    still.run_still(still.StillJob(jpg.tobytes(), "a.jpg", 640, opts, threads=8))  # capped at IDLE_THREADS
-    assert sorted(still._IMAGE_LANDMARKERS) == [1, still.IDLE_THREADS]
-
-
-def test_stills_take_two_threads_only_when_nothing_else_infers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """XNNPACK threads spin while they wait: two per still only while no other still or job runs."""
-    import os
-    from types import SimpleNamespace
-
-    from api import frames
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    service = SimpleNamespace(runner=SimpleNamespace(running=0))
-    assert frames._threads(service) == 2  # type: ignore[arg-type]
-    monkeypatch.setattr(frames, "_in_flight", 1)
-    assert frames._threads(service) == 1  # type: ignore[arg-type]
-    monkeypatch.setattr(frames, "_in_flight", 0)
-    service.runner.running = 1
-    assert frames._threads(service) == 1  # type: ignore[arg-type]
-    service.runner.running = 0
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert frames._threads(service) == 1  # type: ignore[arg-type]
