@@ -41,6 +41,7 @@ from .recommend.routes import Recommendations
 from .recommend.routes import limit_config as recommend_limit
 from .service import Service
 from .settings import Settings
+from .store import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ HTML_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.j
             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 PROBLEM = "application/problem+json"
+RETRY_DB_S = 5  # Retry-After when the database is down or restarting
 
 
 def response_clock(app: ASGIApp) -> ASGIApp:
@@ -141,6 +143,13 @@ def _not_text(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Respo
 
 
 def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if unavailable(exc):  # the database is down or restarting: the client should come back, not give up
+        log.warning("%s %s: the database is unavailable (%s: %s)", request.method, request.url.path,
+                    type(exc).__name__, exc)
+        body = {"status": 503, "title": "Service Unavailable",
+                "detail": f"the database is unavailable ({type(exc).__name__}); retry after the seconds in "
+                          f"Retry-After"}
+        return Response(body, status_code=503, media_type=PROBLEM, headers={"Retry-After": str(RETRY_DB_S)})
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     body = {"status": 500, "title": "Internal Server Error",
             "detail": f"the server failed on this request ({type(exc).__name__}); it was logged"}

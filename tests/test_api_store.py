@@ -310,3 +310,26 @@ def test_open_store_refuses_other_urls_without_echoing_them(tmp_path: Path, url:
     with pytest.raises(ValueError, match="expected a postgresql://") as err:
         open_store(url, tmp_path / "jobs.sqlite3", 1, 2)
     assert got in str(err.value) and "secret" not in str(err.value)
+
+
+def test_database_unavailability_is_told_from_other_errors() -> None:
+    """What the API answers 503 + Retry-After to (the database down, restarting, its connections cut,
+    SQLite locked) rather than 500 (tests/test_faults.py shows it against a stopped PostgreSQL)."""
+    import sqlite3
+
+    import asyncpg
+
+    from api.store import unavailable
+
+    down = [ConnectionRefusedError(111, "refused"), ConnectionResetError(), TimeoutError(),
+            OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 5432, 0, 0), [Errno 111] "
+                    "Connect call failed ('127.0.0.1', 5432)"),
+            asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+            asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+            asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+            asyncpg.exceptions.TooManyConnectionsError("too many clients"),
+            asyncpg.InterfaceError("connection is closed"), sqlite3.OperationalError("database is locked")]
+    other = [ValueError("bad"), KeyError("id"), OSError(28, "No space left on device"), RuntimeError("bug"),
+             asyncpg.exceptions.UniqueViolationError("duplicate key")]
+    assert [unavailable(e) for e in down] == [True] * len(down)
+    assert [unavailable(e) for e in other] == [False] * len(other)

@@ -261,6 +261,9 @@ def test_redis_killed_under_load_jobs_finish_degraded_then_recovers(
             assert (code, body["status"], body["degraded"]) == (200, "degraded", ["redis"]), body
             assert not body["checks"]["redis"]["ok"] and "Connection" in body["checks"]["redis"]["error"]
             outage_post = api.try_submit(clips[4])
+            r = api.get(f"/v1/analyses/{api.submitted[0]}")
+            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json"), r.text
+            assert int(r.headers["retry-after"]) > 0 and "database is unavailable" in r.json()["detail"], r.text
             deadline = time.monotonic() + 120
             while _done_in_db(srv.url) < len(api.submitted) and time.monotonic() < deadline:
                 time.sleep(0.3)
@@ -324,6 +327,9 @@ def test_postgres_restarted_mid_run_pool_reconnects_no_job_lost(
             assert code == 503 and not body["checks"]["database"]["ok"], body
             assert httpx.get(f"{srv.url}/health", timeout=10).status_code == 200  # alive, not ready
             outage_post = api.try_submit(clips[4])
+            r = api.get(f"/v1/analyses/{api.submitted[0]}")
+            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json"), r.text
+            assert int(r.headers["retry-after"]) > 0 and "database is unavailable" in r.json()["detail"], r.text
             deadline = time.monotonic() + 30
             while "recording a job result failed" not in srv.tail(1_000_000) and time.monotonic() < deadline:
                 time.sleep(0.2)  # jobs run on; lease renewals and the result write fail meanwhile
@@ -344,6 +350,9 @@ def test_postgres_restarted_mid_run_pool_reconnects_no_job_lost(
     assert all(j["status"] == "done" for j in jobs.values()), jobs  # every 202 ended done
     assert all(j["attempts"] == 1 for j in jobs.values()), "a job ran twice: its result was not recorded in time"
     assert set(poller.seen["postgres back"]) == {"200"}, poller.seen  # the pool reconnected
+    # while it was down: 503 problem details with Retry-After ("come back"), never a 500
+    assert "503" in poller.seen["postgres down"] and "500" not in poller.seen["postgres down"], poller.seen
+    assert outage_post == 503, outage_post
     assert "recording a job result failed" in log and "lost its lease" not in log
 
 

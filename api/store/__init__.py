@@ -11,7 +11,7 @@ from .sqlite import SqliteStore
 
 __all__ = [
     "STATUSES", "TERMINAL", "ApiKey", "Job", "NewJob", "PostgresStore", "SqliteStore", "Status", "Store",
-    "open_store",
+    "open_store", "unavailable",
 ]
 
 POSTGRES_SCHEMES = ("postgres", "postgresql")
@@ -32,3 +32,18 @@ def open_store(database_url: str | None, sqlite_path: Path, min_size: int, max_s
         f"DATABASE_URL: expected a postgresql:// or postgres:// URL (or nothing, for SQLite at {sqlite_path}), "
         f"got {got}"
     )
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (down, restarting, connections cut,
+    SQLite locked or its file unreadable) rather than that a request is wrong: the API answers
+    503 with Retry-After to these, not 500."""
+    import sqlite3
+
+    import asyncpg
+
+    if type(exc) is OSError:  # asyncio's connect to several addresses: "Multiple exceptions: [Errno 111] ..."
+        return "Connect call failed" in str(exc)
+    return isinstance(exc, (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
+                            asyncpg.InterfaceError, sqlite3.OperationalError))
