@@ -261,9 +261,6 @@ def test_redis_killed_under_load_jobs_finish_degraded_then_recovers(
             assert (code, body["status"], body["degraded"]) == (200, "degraded", ["redis"]), body
             assert not body["checks"]["redis"]["ok"] and "Connection" in body["checks"]["redis"]["error"]
             outage_post = api.try_submit(clips[4])
-            r = api.get(f"/v1/analyses/{api.submitted[0]}")
-            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json"), r.text
-            assert int(r.headers["retry-after"]) > 0 and "database is unavailable" in r.json()["detail"], r.text
             deadline = time.monotonic() + 120
             while _done_in_db(srv.url) < len(api.submitted) and time.monotonic() < deadline:
                 time.sleep(0.3)
