@@ -1,8 +1,9 @@
 """``POST /v1/frames``: landmarks and joint angles of one image (or a small batch), synchronously.
 
 The image bytes are hashed here (xxh3-128 with the model and parameters): a repeated
-image is answered from the cache without decoding. Otherwise a pool worker decodes it and
-runs the model (:func:`pipeline.still.run_still`, with its own per-pixel cache), and this
+image is answered from the cache without decoding. Otherwise the still worker (a process of
+its own, so a frame never waits behind a video's chunks; a pool worker when it is busy) decodes
+it and runs the model (:func:`pipeline.still.run_still`, with its own per-pixel cache), and this
 process turns the landmarks into angles in a thread.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from typing import Annotated, Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
 
 from pipeline.errors import FormcheckError
-from pipeline.still import NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
+from pipeline.still import IDLE_THREADS, NotAnImage, StillJob, StillResult, check_image, image_kind, run_still
 
 from . import metrics
 from .analyses import TooLarge, Unprocessable
@@ -35,6 +37,26 @@ MAX_IMAGE_MB = 20
 
 class UnsupportedMedia(ClientException):
     status_code = 415
+
+
+class _Stills:
+    """Where this API process's next still runs, and on how many threads: the still worker when it
+    is free (two XNNPACK threads when no other still and no job of this process is running, else
+    one), else the inference pool on one thread (a burst of frames is not held to one core)."""
+
+    def __init__(self) -> None:
+        self.on_still_worker = 0
+        self.in_flight = 0
+
+    def route(self, service: Service) -> tuple[bool, int]:
+        runner = getattr(service, "runner", None)
+        idle = self.in_flight == 0 and (runner is None or runner.running == 0)
+        if self.on_still_worker == 0:
+            return True, IDLE_THREADS if idle and (os.cpu_count() or 1) >= IDLE_THREADS else 1
+        return False, 1
+
+
+_stills = _Stills()
 
 
 def _key(data: bytes, service: Service) -> str:
@@ -84,15 +106,23 @@ async def _one(service: Service, name: str, data: bytes) -> tuple[dict[str, Any]
         hit = await asyncio.to_thread(cache.get, key)
         if hit is not None:
             return {**json.loads(hit), "name": name}, True
-    job = StillJob(data, name, service.settings.max_side, service.pools.options, service.settings.cache(True))
+    dedicated, threads = _stills.route(service)
+    job = StillJob(data, name, service.settings.max_side, service.pools.options, service.settings.cache(True),
+                   threads)
+    executor = service.pools.still_executor() if dedicated else service.pools.executor()
+    _stills.in_flight += 1
+    _stills.on_still_worker += dedicated
     try:
-        res = await asyncio.wrap_future(service.pools.executor().submit(run_still, job))
+        res = await asyncio.wrap_future(executor.submit(run_still, job))
     except FormcheckError as exc:
         raise Unprocessable(detail=str(exc)) from None
     except Exception as exc:  # a worker died or the pool broke: replaced, the caller retries
         service.pools.replace_if_broken()
         raise ServiceUnavailableException(detail=f"the inference worker failed ({type(exc).__name__}); retry",
                                           headers={"Retry-After": "2"}) from None
+    finally:
+        _stills.in_flight -= 1
+        _stills.on_still_worker -= dedicated
     metrics.FRAMES.labels("frame").inc()
     metrics.INFER_SECONDS.labels("frame").inc(res.infer_s)
     body = await asyncio.to_thread(describe, name, res)

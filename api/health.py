@@ -48,12 +48,13 @@ class Health(Controller):
             if not checks["redis"]["ok"]:
                 degraded.append("redis")
         alive = await asyncio.to_thread(service.pools.alive) if hasattr(service, "pools") else 0
+        still = service.pools.still_alive() if hasattr(service, "pools") else 0
         cluster = bool(service.settings.scheduler)  # a cluster's workers come and go: one is enough
-        want_ok = alive >= 1 if cluster else alive == service.workers
+        want_ok = alive >= 1 if cluster else alive == service.workers and still == 1
         checks["workers"] = {"ok": want_ok or not service.warm, "alive": alive,
                              "engine": "dask" if cluster else "local",
-                             "configured": service.workers, "replaced": service.pools.replaced
-                             if hasattr(service, "pools") else 0}
+                             "configured": service.workers, "still_worker": still == 1,
+                             "replaced": service.pools.replaced if hasattr(service, "pools") else 0}
         ok = ok and checks["workers"]["ok"]
         counts = await service.store.counts() if checks["database"]["ok"] else {}
         checks["queue"] = {"depth": counts.get("queued"), "running": counts.get("running"),

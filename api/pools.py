@@ -13,7 +13,8 @@ import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from pipeline.infer import InferOptions, warm
-from pipeline.pool import make_pool, prestart, terminate
+from pipeline.pool import make_pool, make_still_pool, prestart, terminate
+from pipeline.still import warm_still
 
 from .engines import Engine, cluster
 
@@ -23,10 +24,14 @@ WORKER_NICE = 5
 
 
 class PoolHolder:
+    """The inference pool (``workers`` processes: video chunks, and stills when the still worker is
+    busy) and the still worker (one process for ``POST /v1/frames``, never niced)."""
+
     def __init__(self, workers: int, options: InferOptions) -> None:
         self.workers, self.options = workers, options
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._still: ProcessPoolExecutor | None = None
         self.replaced = 0
 
     def start(self) -> None:
@@ -34,9 +39,13 @@ class PoolHolder:
         with self._lock:
             if self._pool is None:
                 self._pool = make_pool(self.workers, self.options)
-            pool = self._pool
+            if self._still is None:
+                self._still = make_still_pool(self.options)
+            pool, still = self._pool, self._still
         prestart(pool, self.workers)
-        for fut in [pool.submit(warm, self.options) for _ in range(self.workers)]:
+        warming = [still.submit(warm_still, self.options)]
+        warming += [pool.submit(warm, self.options) for _ in range(self.workers)]
+        for fut in warming:
             fut.result(timeout=120)
         self._lower_priority()
 
@@ -55,12 +64,30 @@ class PoolHolder:
             assert self._pool is not None
             return self._pool
 
+    def still_executor(self) -> Executor:
+        """The still worker (replaced, cold, if it died)."""
+        with self._lock:
+            if self._still is None or _broken(self._still):
+                if self._still is not None:
+                    log.warning("the still worker died: starting a new one")
+                    terminate(self._still)
+                    self.replaced += 1
+                self._still = make_still_pool(self.options)
+            return self._still
+
     def replace_if_broken(self) -> bool:
         with self._lock:
+            swapped = False
             if self._pool is not None and _broken(self._pool):
                 self._swap()
-                return True
-            return False
+                swapped = True
+            if self._still is not None and _broken(self._still):
+                log.warning("the still worker died: starting a new one")
+                terminate(self._still)
+                self.replaced += 1
+                self._still = make_still_pool(self.options)
+                swapped = True
+            return swapped
 
     def _swap(self) -> None:
         if self._pool is not None:
@@ -80,7 +107,17 @@ class PoolHolder:
         procs = getattr(pool, "_processes", None) or {}
         return sum(1 for p in list(procs.values()) if p.is_alive())
 
+    def still_alive(self) -> int:
+        """1 when the still worker's process is alive."""
+        with self._lock:
+            still = self._still
+        if still is None or _broken(still):
+            return 0
+        procs = getattr(still, "_processes", None) or {}
+        return sum(1 for p in list(procs.values()) if p.is_alive())
+
     def pids(self) -> list[int]:
+        """The inference pool's worker processes (not the still worker)."""
         with self._lock:
             pool = self._pool
         procs = getattr(pool, "_processes", None) or {}
@@ -88,13 +125,14 @@ class PoolHolder:
 
     def close(self, kill: bool = False) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if kill:
-            terminate(pool)
-        else:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pools, self._pool, self._still = [self._pool, self._still], None, None
+        for pool in pools:
+            if pool is None:
+                continue
+            if kill:
+                terminate(pool)
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ClusterHolder:
@@ -121,8 +159,14 @@ class ClusterHolder:
         assert self._engine is not None and self._engine.executor is not None
         return self._engine.executor
 
+    def still_executor(self) -> Executor:
+        return self.executor()  # stills go to the cluster's workers too
+
     def replace_if_broken(self) -> bool:
         return False
+
+    def still_alive(self) -> int:
+        return 1  # no still worker of its own: the cluster's workers take stills
 
     def alive(self) -> int:
         """Workers the scheduler knows now."""

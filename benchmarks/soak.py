@@ -73,6 +73,8 @@ from load import (  # noqa: E402
     summarize_route,
 )
 
+from pipeline.pool import STILL_WORKER_NAME  # noqa: E402
+
 JOB_ROUTES = ("job_upload", "job_status")  # the feeder's requests, reported beside the mix's
 ERROR_EXAMPLES = 5
 
@@ -84,7 +86,8 @@ def server_processes(group: int, api_workers: int) -> dict[int, tuple[str, int]]
     """pid -> (role, RSS bytes) of the live processes in the server's process group. Roles: ``api``
     (the group leader; with ``--api-workers N>1`` the leader is uvicorn's ``supervisor`` and the
     API processes are its spawned children), ``inference`` (the pool workers the API processes
-    spawned), ``other`` (multiprocessing's resource tracker, an ffmpeg rendering a video)."""
+    spawned), ``still`` (each API process's still worker, by its process name), ``other``
+    (multiprocessing's resource tracker, an ffmpeg rendering a video)."""
     found: dict[int, tuple[int, str, int]] = {}
     page = os.sysconf("SC_PAGE_SIZE")
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -95,6 +98,8 @@ def server_processes(group: int, api_workers: int) -> dict[int, tuple[str, int]]
             cmd = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
+        if (stat.parent / "comm").read_text().strip() == STILL_WORKER_NAME:
+            cmd += " " + STILL_WORKER_NAME
         found[int(stat.parent.name)] = (int(fields[1]), cmd, int(fields[21]) * page)
     api = {group} if api_workers == 1 else {p for p, (pp, cmd, _) in found.items() if pp == group
                                             and "spawn_main" in cmd}
@@ -105,7 +110,7 @@ def server_processes(group: int, api_workers: int) -> dict[int, tuple[str, int]]
         elif pid == group:
             role = "supervisor"
         elif ppid in api and "spawn_main" in cmd:
-            role = "inference"
+            role = "still" if cmd.endswith(STILL_WORKER_NAME) else "inference"
         else:
             role = "other"
         out[pid] = (role, rss)
@@ -143,7 +148,7 @@ def memory_report(start: dict[int, tuple[str, int]], end: dict[int, tuple[str, i
 
 
 def _rss_by_role(procs: dict[int, tuple[str, int]]) -> dict[str, float | None]:
-    return {role: _mb(sum(rss for r, rss in procs.values() if r == role)) for role in ("api", "inference")}
+    return {role: _mb(sum(rss for r, rss in procs.values() if r == role)) for role in ("api", "inference", "still")}
 
 
 # --------------------------------------------------------------------------- the load
@@ -371,14 +376,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"Jobs submitted {j['submitted']}, completed {j['completed']}, failed {j['failed']}, still pending "
         f"{j['pending']}" + (f"; uploads refused {j['refused']}" if j["refused"] else "") + ".", "",
         "| window | s | requests | errors | p95 ms | p95 status | p95 frame (new) | p95 job status "
-        "| API RSS MB | workers RSS MB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| API RSS MB | workers RSS MB | still worker RSS MB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in report["windows"]:
         r, rss = w["p95_ms_by_route"], w["rss_mb"] or {}
         lines.append(f"| {w['window']} | {w['from_s']:g}-{w['to_s']:g} | {w['requests']} | {w['errors']} "
                      f"| {_cell(w['p95_ms'])} | {_cell(r.get('status'))} | {_cell(r.get('frame_uncached'))} "
-                     f"| {_cell(r.get('job_status'))} | {_cell(rss.get('api'))} | {_cell(rss.get('inference'))} |")
+                     f"| {_cell(r.get('job_status'))} | {_cell(rss.get('api'))} | {_cell(rss.get('inference'))} "
+                     f"| {_cell(rss.get('still'))} |")
     lines += ["", "| process | role | RSS after setup MB | at start MB | at end MB | growth % |",
               "|---:|---|---:|---:|---:|---:|"]
     for p in mem["processes"]:

@@ -30,6 +30,7 @@ LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
+WORKER_NAME, STILL_WORKER_NAME = "formcheck-infer", "formcheck-still"  # process names (/proc/PID/comm)
 
 
 def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
@@ -45,8 +46,44 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
 def start_worker(options: InferOptions, parent: int) -> None:
     """Pool initializer: leave when the parent is gone (a SIGKILLed server must not leave
     workers holding a model forever), then load and warm the model."""
+    _name_process(WORKER_NAME)
     threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
     warm(options)
+
+
+def make_still_pool(options: InferOptions) -> ProcessPoolExecutor:
+    """The server's still worker: one spawn process for ``POST /v1/frames``, warm with the
+    IMAGE-mode landmarkers only (:func:`pipeline.still.warm_still`), so a frame never waits behind
+    a video's chunks and consecutive frames meet the same warm threads (see ``pipeline.still``)."""
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=mp.get_context("spawn"),
+        initializer=start_still_worker,
+        initargs=(options, os.getpid()),
+    )
+
+
+def start_still_worker(options: InferOptions, parent: int) -> None:
+    """:func:`make_still_pool`'s initializer: as :func:`start_worker`, for stills."""
+    from .still import warm_still
+
+    _name_process(STILL_WORKER_NAME)
+    threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
+    warm_still(options)
+
+
+def _name_process(name: str) -> None:
+    """The process's name in ``ps``/``top`` and ``/proc/PID/comm`` (Linux; elsewhere nothing)."""
+    import ctypes
+    import ctypes.util
+
+    lib = ctypes.util.find_library("c")
+    if not lib:
+        return
+    try:
+        ctypes.CDLL(lib).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _watch_parent(parent: int, every_s: float = PARENT_CHECK_S) -> None:

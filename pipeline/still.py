@@ -9,6 +9,7 @@ tracking in a video gives different landmarks than a detection on a still).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -19,8 +20,10 @@ from . import infer
 from .cache import CacheConfig, shared
 from .cache.keys import frame_key
 from .decode import MAX_PIXELS, halvings
-from .errors import InputError
+from .errors import InputError, ModelError
 from .serialize import frame_from_bytes, frame_to_bytes
+
+log = logging.getLogger(__name__)
 
 MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
 
@@ -36,6 +39,7 @@ class StillJob:
     max_side: int
     options: infer.InferOptions
     cache: CacheConfig | None = None
+    threads: int = 1  # XNNPACK threads for this image (same landmarks whatever the count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,20 +113,43 @@ def decode_image(data: bytes, name: str, max_side: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-# XNNPACK threads for a still. Two threads took a 640x480 full-model still from 42 to 31 ms p50 in
-# a plain process, but not in a server's pool worker (POST /v1/frames p50 52 vs 51 ms, twice the
-# CPU): one, until that difference is understood.
-STILL_THREADS = 1
-_IMAGE_LANDMARKER: object | None = None
+# XNNPACK threads for a still when nothing else infers: two took a 640x480 full-model still
+# from 38 to 28 ms p50 here. XNNPACK's pool threads spin for a while after each model run, so two
+# threads pay only in a process that runs stills one after another (the server's still worker,
+# ``pipeline.pool.make_still_pool``): in a shared pool the next still went to the other worker while
+# the first one's threads still spun (42-58 ms p50), and with every worker on two threads under load
+# they spun to seconds. The caller picks (``StillJob.threads``); each count has its own landmarker.
+IDLE_THREADS = 2
+_IMAGE_LANDMARKERS: dict[int, object] = {}
 _IMAGE_OPTIONS: infer.InferOptions | None = None
 
 
-def _landmarker(options: infer.InferOptions) -> object:
-    global _IMAGE_LANDMARKER, _IMAGE_OPTIONS
-    if _IMAGE_LANDMARKER is None or _IMAGE_OPTIONS != options:
-        _IMAGE_LANDMARKER = infer.create(options, video=False, threads=STILL_THREADS)
+def _landmarker(options: infer.InferOptions, threads: int = 1) -> object:
+    global _IMAGE_OPTIONS
+    if _IMAGE_OPTIONS != options:
+        for lm in _IMAGE_LANDMARKERS.values():
+            lm.close()  # type: ignore[attr-defined]
+        _IMAGE_LANDMARKERS.clear()
         _IMAGE_OPTIONS = options
-    return _IMAGE_LANDMARKER
+    threads = max(1, min(threads, IDLE_THREADS))
+    if threads not in _IMAGE_LANDMARKERS:
+        _IMAGE_LANDMARKERS[threads] = infer.create(options, video=False, threads=threads)
+    return _IMAGE_LANDMARKERS[threads]
+
+
+def warm_still(options: infer.InferOptions) -> int:
+    """The still worker's warm-up: OpenCV on one thread, the IMAGE-mode landmarker of each thread
+    count built and run once on a blank image. Returns the pid."""
+    import os
+
+    cv2.setNumThreads(1)
+    blank = np.zeros((64, 64, 3), np.uint8)
+    try:
+        for threads in sorted({1, IDLE_THREADS}):
+            _landmarker(options, threads).detect(infer.image(blank))  # type: ignore[attr-defined]
+    except ModelError as exc:  # leave the worker alive: run_still raises it again, to the caller
+        log.warning("could not warm the still model: %s", exc)
+    return os.getpid()
 
 
 def run_still(job: StillJob) -> StillResult:
@@ -137,7 +164,7 @@ def run_still(job: StillJob) -> StillResult:
     if hit is not None:
         xy, v, w = frame_from_bytes(hit)
         return StillResult(xy, v, w, size, 0.0, True)
-    lm = _landmarker(o)
+    lm = _landmarker(o, job.threads)
     t0 = time.perf_counter()
     res = lm.detect(infer.image(rgb))  # type: ignore[attr-defined]
     infer_s = time.perf_counter() - t0

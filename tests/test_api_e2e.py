@@ -24,6 +24,8 @@ import httpx
 import pytest
 from helpers import REPO, sse_events
 
+from pipeline.pool import STILL_WORKER_NAME, WORKER_NAME
+
 PG_URL = os.environ.get("FORMCHECK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FORMCHECK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LONG_CLIP = "squat_rjsong_2.mp4"  # 900 frames: ~10 s of inference at every frame on two workers
@@ -76,13 +78,35 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def workers(self) -> list[int]:
-        """The inference workers: the server's child processes (spawned pool processes)."""
+    def workers(self, name: str = WORKER_NAME) -> list[int]:
+        """The inference pool's workers (or, by ``name``, the still worker): spawned children of
+        the server, told apart by the process name they set."""
         assert self.proc is not None
         kids = []
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             kids += [int(p) for p in (task / "children").read_text().split()]
-        return [k for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+        return [k for k in kids if "spawn_main" in _proc(k, "cmdline") and _proc(k, "comm").strip() == name]
+
+
+def _proc(pid: int, what: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{what}").read_bytes().decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def _post_frame(srv: Server, key: dict[str, str], dev_dir: Path, index: int = 0) -> httpx.Response:
+    """A new 640x480 JPEG (frame ``index`` of a dev clip, not seen before by this server)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(dev_dir / "squat_kaiakol_1.mp4"))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 10 * index)
+    ok, img = cap.read()
+    cap.release()
+    assert ok
+    jpg = cv2.imencode(".jpg", cv2.resize(img, (640, 480)))[1].tobytes()
+    return httpx.post(f"{srv.url}/v1/frames", files={"file": (f"f{index}.jpg", jpg, "image/jpeg")},
+                      headers=key, timeout=60)
 
 
 def _env(xdg: Path, data: Path, **extra: str) -> dict[str, str]:
@@ -229,6 +253,9 @@ def test_worker_killed_mid_job_job_ends_and_service_serves(xdg_cache: Path, tmp_
         assert job["phase"] == "analyzing" and job["progress"] < 0.5, job  # the pool is busy with it
         victims = srv.workers()
         assert victims, "no inference worker found among the server's children"
+        (still,) = srv.workers(STILL_WORKER_NAME)  # stills have a worker of their own
+        frame = _post_frame(srv, key, dev_dir)  # answered while the pool is busy with the job
+        assert frame.status_code == 200 and frame.json()["frames"][0]["pose_found"], frame.text
         os.kill(victims[0], signal.SIGKILL)
         job = _wait_status(srv, key, job_id, {"done", "failed"}, timeout=240)
         if job["status"] == "failed":
@@ -240,3 +267,9 @@ def test_worker_killed_mid_job_job_ends_and_service_serves(xdg_cache: Path, tmp_
         again = _upload(srv, key, dev_dir / "squat_kaiakol_1.mp4", exercise="squat")
         assert _follow(srv, key, again)[-1][0] == "done"
         assert victims[0] not in srv.workers()
+        assert srv.workers(STILL_WORKER_NAME) == [still]  # the pool's replacement left it alone
+        os.kill(still, signal.SIGKILL)  # now the still worker: the next frame gets 503 or its answer
+        assert _post_frame(srv, key, dev_dir, 1).status_code in (200, 503)
+        after = _post_frame(srv, key, dev_dir, 2)
+        assert after.status_code == 200 and after.json()["frames"][0]["pose_found"], after.text
+        assert srv.workers(STILL_WORKER_NAME) not in ([], [still])

@@ -42,11 +42,12 @@ def test_a_short_soak_reports_windows_memory_and_every_job(dev_dir: Path, cli_en
     assert [w["window"] for w in wins] == ["warm-up", *range(1, DURATION // WINDOW + 1)]
     assert (wins[0]["from_s"], wins[0]["to_s"]) == (-WARMUP, 0) and wins[1]["from_s"] == 0
     assert sum(w["requests"] for w in wins) == o["requests"] and all(w["requests"] > 0 for w in wins)
-    assert all(w["p95_ms"] is not None and w["rss_mb"]["api"] > 0 and w["rss_mb"]["inference"] > 0 for w in wins)
+    assert all(w["p95_ms"] is not None and w["rss_mb"]["api"] > 0 and w["rss_mb"]["inference"] > 0
+               and w["rss_mb"]["still"] > 0 for w in wins)
 
     procs = report["memory"]["processes"]
     roles = sorted(p["role"] for p in procs if p["role"] != "other")
-    assert roles == ["api", "inference", "inference"], procs  # one API process, FORMCHECK_WORKERS=2
+    assert roles == ["api", "inference", "inference", "still"], procs  # one API process, FORMCHECK_WORKERS=2
     for p in procs:
         if p["role"] != "other":
             assert p["setup_mb"] > 0 and p["start_mb"] > 0 and p["end_mb"] > 0, p

@@ -1,4 +1,5 @@
-"""Stills (``POST /v1/frames``): the IMAGE-mode landmarker runs one frame on two XNNPACK threads."""
+"""Stills (``POST /v1/frames``): the IMAGE-mode landmarker on one or two XNNPACK threads, same landmarks;
+where the API sends each still (the still worker, or the pool when it is busy)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,47 @@ def test_two_threads_give_the_same_landmarks(xdg_cache: Path, dev_dir: Path) -> 
     finally:
         one.close()  # type: ignore[attr-defined]
         two.close()  # type: ignore[attr-defined]
+
+
+def test_a_still_runs_on_the_thread_count_its_caller_picks(xdg_cache: Path, dev_dir: Path) -> None:
+    """Each thread count has its own IMAGE-mode landmarker (warm_still builds both); same landmarks."""
+    from pipeline import still
+
+    cfg = AnalysisConfig(model_cache=xdg_cache / "formcheck" / "models")
+    opts = infer_options(cfg, resolve_model(cfg))
+    still.warm_still(opts)
+    assert sorted(still._IMAGE_LANDMARKERS) == [1, still.IDLE_THREADS]
+    frames, _ = read_frames(dev_dir / "squat_rjsong_2.mp4", 0, 1)
+    ok, jpg = cv2.imencode(".jpg", frames[0])
+    assert ok
+    one, two, many = (still.run_still(still.StillJob(jpg.tobytes(), "a.jpg", 640, opts, threads=t)) for t in (1, 2, 8))
+    assert np.isfinite(one.xy).all()
+    for res in (two, many):  # 8 is capped at IDLE_THREADS: no third landmarker
+        for a, b in ((one.xy, res.xy), (one.visibility, res.visibility), (one.world, res.world)):
+            assert np.array_equal(a, b)
+    assert sorted(still._IMAGE_LANDMARKERS) == [1, still.IDLE_THREADS]
+
+
+def test_stills_go_to_the_still_worker_on_two_threads_only_when_nothing_else_infers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """XNNPACK's threads spin after each run: two threads only for a still alone on the still worker;
+    a still arriving while the still worker is busy goes to the inference pool on one thread."""
+    import os
+    from types import SimpleNamespace
+
+    from api.frames import _Stills
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    service = SimpleNamespace(runner=SimpleNamespace(running=0))
+    stills = _Stills()
+    assert stills.route(service) == (True, 2)  # type: ignore[arg-type]  # alone: the still worker, two threads
+    stills.in_flight, stills.on_still_worker = 1, 1
+    assert stills.route(service) == (False, 1)  # type: ignore[arg-type]  # busy: the pool, one thread
+    stills.on_still_worker = 0  # the still worker is free again, another still (on the pool) still runs
+    assert stills.route(service) == (True, 1)  # type: ignore[arg-type]
+    stills.in_flight = 0
+    service.runner.running = 1  # a video job runs on the pool
+    assert stills.route(service) == (True, 1)  # type: ignore[arg-type]
+    service.runner.running = 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert stills.route(service) == (True, 1)  # type: ignore[arg-type]
