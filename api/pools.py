@@ -68,26 +68,26 @@ class PoolHolder:
         """The still worker (replaced, cold, if it died)."""
         with self._lock:
             if self._still is None or _broken(self._still):
-                if self._still is not None:
-                    log.warning("the still worker died: starting a new one")
-                    terminate(self._still)
-                    self.replaced += 1
-                self._still = make_still_pool(self.options)
+                self._swap_still()
+            assert self._still is not None
             return self._still
 
     def replace_if_broken(self) -> bool:
         with self._lock:
-            swapped = False
-            if self._pool is not None and _broken(self._pool):
+            pool_broken = self._pool is not None and _broken(self._pool)
+            still_broken = self._still is not None and _broken(self._still)
+            if pool_broken:
                 self._swap()
-                swapped = True
-            if self._still is not None and _broken(self._still):
-                log.warning("the still worker died: starting a new one")
-                terminate(self._still)
-                self.replaced += 1
-                self._still = make_still_pool(self.options)
-                swapped = True
-            return swapped
+            if still_broken:
+                self._swap_still()
+            return pool_broken or still_broken
+
+    def _swap_still(self) -> None:
+        if self._still is not None:
+            log.warning("the still worker died: starting a new one")
+            terminate(self._still)
+            self.replaced += 1
+        self._still = make_still_pool(self.options)
 
     def _swap(self) -> None:
         if self._pool is not None:
@@ -101,20 +101,12 @@ class PoolHolder:
     def alive(self) -> int:
         """Worker processes alive now."""
         with self._lock:
-            pool = self._pool
-        if pool is None or _broken(pool):
-            return 0
-        procs = getattr(pool, "_processes", None) or {}
-        return sum(1 for p in list(procs.values()) if p.is_alive())
+            return _alive(self._pool)
 
     def still_alive(self) -> int:
         """1 when the still worker's process is alive."""
         with self._lock:
-            still = self._still
-        if still is None or _broken(still):
-            return 0
-        procs = getattr(still, "_processes", None) or {}
-        return sum(1 for p in list(procs.values()) if p.is_alive())
+            return _alive(self._still)
 
     def pids(self) -> list[int]:
         """The inference pool's worker processes (not the still worker)."""
@@ -198,3 +190,10 @@ def holder(scheduler: str | None, workers: int, options: InferOptions) -> PoolHo
 
 def _broken(pool: ProcessPoolExecutor) -> bool:
     return bool(getattr(pool, "_broken", False))
+
+
+def _alive(pool: ProcessPoolExecutor | None) -> int:
+    if pool is None or _broken(pool):
+        return 0
+    procs = getattr(pool, "_processes", None) or {}
+    return sum(1 for p in list(procs.values()) if p.is_alive())

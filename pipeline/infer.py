@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -219,18 +220,24 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def _mallopt(*settings: tuple[int, int]) -> None:
+    lib = libc()
+    try:
+        for param, value in settings:
+            lib.mallopt(param, value)
+    except (AttributeError, OSError):  # no C library found, or not glibc: nothing to tune
+        pass
+
+
+def libc() -> Any:
+    """The C library through ctypes (None where none is found: calls on it raise AttributeError)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if not name:
-        return
     try:
-        libc = ctypes.CDLL(name)
-        for param, value in settings:
-            libc.mallopt(param, value)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
 
 
 def warm(options: InferOptions) -> int:

@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from .cache import CacheConfig
 from .errors import FormcheckError, WorkerError
-from .infer import ChunkJob, ChunkResult, InferOptions, run_chunk, warm
+from .infer import ChunkJob, ChunkResult, InferOptions, libc, run_chunk, warm
 from .records import VideoInfo
 
 Progress = Callable[[int, int], None]  # (frames done, frames total)
@@ -46,8 +46,7 @@ def make_pool(workers: int, options: InferOptions) -> ProcessPoolExecutor:
 def start_worker(options: InferOptions, parent: int) -> None:
     """Pool initializer: leave when the parent is gone (a SIGKILLed server must not leave
     workers holding a model forever), then load and warm the model."""
-    _name_process(WORKER_NAME)
-    threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
+    _begin(WORKER_NAME, parent)
     warm(options)
 
 
@@ -67,23 +66,18 @@ def start_still_worker(options: InferOptions, parent: int) -> None:
     """:func:`make_still_pool`'s initializer: as :func:`start_worker`, for stills."""
     from .still import warm_still
 
-    _name_process(STILL_WORKER_NAME)
-    threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
+    _begin(STILL_WORKER_NAME, parent)
     warm_still(options)
 
 
-def _name_process(name: str) -> None:
-    """The process's name in ``ps``/``top`` and ``/proc/PID/comm`` (Linux; elsewhere nothing)."""
-    import ctypes
-    import ctypes.util
-
-    lib = ctypes.util.find_library("c")
-    if not lib:
-        return
+def _begin(name: str, parent: int) -> None:
+    """A worker's first steps: its process name in ``ps``/``top`` and ``/proc/PID/comm`` (Linux;
+    elsewhere nothing), and a thread that ends it when ``parent`` is gone."""
     try:
-        ctypes.CDLL(lib).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
+        libc().prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (AttributeError, OSError):
         pass
+    threading.Thread(target=_watch_parent, args=(parent,), name="formcheck-parent-watch", daemon=True).start()
 
 
 def _watch_parent(parent: int, every_s: float = PARENT_CHECK_S) -> None:
