@@ -8,7 +8,9 @@
   one group per kernel and size. The JIT is warmed (and the twins' answers checked
   against the kernel's) before timing.
 - ``test_full_features``: ``pipeline.analyze.finish`` (everything after inference) on a
-  synthetic 18,000-frame squat clip (10 min at 30 fps), with ``squat`` given and ``auto``.
+  synthetic 18,000-frame squat clip (10 min at 30 fps), with ``squat`` given and ``auto``;
+  ``test_full_features_one_thread`` the same without the helper thread of
+  :mod:`pipeline.parallel` (what the second core adds depends on its being free).
 
 Inputs are realistic: the real angle triples over (n, 36, 3) points (33 landmarks plus the
 virtual ones), a noisy rest -> turn -> rest cosine train with NaN runs, per-frame thresholds
@@ -28,7 +30,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from models.registry import ModelSpec
-from pipeline import analyze, angles, kernels, reference
+from pipeline import analyze, angles, kernels, parallel, reference
 from pipeline.config import AnalysisConfig
 from pipeline.measures import PAUSE_BAND
 from pipeline.records import Analysis, PoseSeries, VideoInfo
@@ -116,6 +118,16 @@ def _clip() -> PoseSeries:
 
 @pytest.mark.parametrize("exercise", ["squat", "auto"])
 def test_full_features(benchmark: BenchmarkFixture, exercise: str) -> None:
+    _full_features(benchmark, exercise, "")
+
+
+@pytest.mark.parametrize("exercise", ["squat", "auto"])
+def test_full_features_one_thread(benchmark: BenchmarkFixture, exercise: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "MIN_FRAMES", 10**9)
+    _full_features(benchmark, exercise, ", one thread")
+
+
+def _full_features(benchmark: BenchmarkFixture, exercise: str, group: str) -> None:
     pose = _clip()
     assert len(pose) == CLIP_FRAMES
     info = VideoInfo("bench.mp4", len(pose), FPS, 1280, 720, 0, 0)
@@ -126,7 +138,7 @@ def test_full_features(benchmark: BenchmarkFixture, exercise: str) -> None:
         return analyze.finish(info, pose, cfg, model, stride=1, wall_s=0.0, infer_s=0.0)
 
     run()  # warm: JIT, first-call imports
-    benchmark.group = f"full features n={CLIP_FRAMES}"
+    benchmark.group = f"full features n={CLIP_FRAMES}{group}"
     result = benchmark(run)
     benchmark.extra_info["rep_count"] = result.summary["rep_count"]
     benchmark.extra_info["exercise"] = result.summary["exercise"]

@@ -10,7 +10,7 @@ import math
 import os
 import time
 from concurrent.futures import Executor
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -22,8 +22,9 @@ from .config import AUTO, AnalysisConfig
 from .decode import probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
+from .parallel import both, call, map2
 from .pool import Progress, plan_chunks, run_chunks
-from .records import Analysis, PoseSeries, VideoInfo
+from .records import Analysis, PoseSeries, Rep, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
 from .subject import select
 
@@ -176,6 +177,50 @@ def choose_exercise(
     return EXERCISES[name], "detected", conf, scores
 
 
+class _Counted(NamedTuple):
+    seg: R.Segmentation  # the final count
+    reps: tuple[Rep, ...]
+    primary: np.ndarray  # the primary angle per frame (merged sides)
+    reps_json: list[dict[str, object]]
+    view: tuple[str, float, float]  # classify.detect_view
+
+
+def _count_and_measure(ex: Exercise, pose: PoseSeries, geo: geometry.Geometry, counter: R.Counter) -> _Counted:
+    """The exercise's reps counted and measured, and the camera view.
+
+    On a long clip, pieces of about equal length run at once on two threads (:mod:`.parallel`):
+    the walking frames and the medians the exercise's signals are centred on; then each signal
+    made ready and counted, the combined signal's reps measured ahead (they are nearly always all
+    the reps: a body side adds reps, the gait check drops some, rarely) and the camera view.
+    """
+    n, table, vis = len(pose), geo.table, geo.vis
+    walking, _ = both(lambda: R.walking_mask(pose, geo=geo), lambda: counter.centre(ex.components), n)
+    seg = counter.counted(ex.components, ex.min_rom_deg, walking)
+    ahead: tuple[np.ndarray, measures.Columns] | None = None  # (primary, the combined signal's reps measured)
+    if seg is None:
+        first, *sides = counter.pieces(ex.components, ex.min_rom_deg, walking)
+
+        def combined() -> tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]]:
+            s = first()
+            return s, measures.columns(ex, table, vis, pose.t, s.signal, s.reps)
+
+        out = map2(call, [combined, *sides, lambda: classify.detect_view(pose, geo)], n)
+        seg0, ahead = cast(tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]], out[0])
+        seg = counter.merge(ex.components, ex.min_rom_deg, walking,
+                            [seg0, *cast(list[R.Segmentation], out[1:-1])])
+        view = cast(tuple[str, float, float], out[-1])
+    else:
+        view = classify.detect_view(pose, geo)
+    seg = R.drop_gait(seg, geo.raw, vis, angles.NAMES, ex.in_phase)
+    cols = ahead[1].of(seg.reps) if ahead is not None else None
+    if ahead is None or cols is None:
+        primary, cols = measures.columns(ex, table, vis, pose.t, seg.signal, seg.reps)
+    else:
+        primary = ahead[0]
+    reps, reps_json = measures.reps_of(cols)
+    return _Counted(seg, reps, primary, reps_json, view)
+
+
 def finish(
     info: VideoInfo, pose: PoseSeries, cfg: AnalysisConfig, model: registry.ModelSpec,
     stride: int, wall_s: float, infer_s: float,
@@ -185,10 +230,7 @@ def finish(
     raw, vis, table = geo.raw, geo.vis, geo.table
     counter = R.Counter(raw, vis, angles.NAMES, pose.t, raw[:, angles.NAMES.index("trunk_lean")])
     ex, source, conf, scores = choose_exercise(cfg, pose, raw, vis, counter, geo)
-    seg = counter.count(ex.components, ex.min_rom_deg, R.walking_mask(pose, geo=geo))
-    seg = R.drop_gait(seg, raw, vis, angles.NAMES, ex.in_phase)
-    reps, primary, reps_json = measures.measure_json(ex, table, vis, pose.t, seg.signal, seg.reps)
-    view, yaw, view_conf = classify.detect_view(pose, geo)
+    seg, reps, primary, reps_json, (view, yaw, view_conf) = _count_and_measure(ex, pose, geo, counter)
     detected = geo.detected
     reason = None
     if detected == 0:

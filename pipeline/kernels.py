@@ -9,8 +9,8 @@ the answers are the same to the bit.
 - ``joint_angles``: angle at the middle landmark of each (a, b, c) triple, degrees.
 - ``pose_geometry``: one pass over the landmarks for the angles (with the virtual landmarks,
   visibility and gating), the image scale and hip position (walking), the body lines (view)
-  and the classifier's posture series (``geometry_tables`` + ``pose_geometry_into``: a range of
-  frames into given tables).
+  and the classifier's posture series; ``geometry_tables`` + ``pose_geometry_into`` measure
+  ranges of frames into shared tables (two threads at once, the GIL released).
 - ``fill_gaps``: linear interpolation across NaN runs no longer than ``max_gap``.
 - ``smooth``: NaN-aware centred moving average (NaN stays NaN).
 - ``envelope`` / ``rolling_max`` / ``rolling_min``: NaN-aware centred window extremes.
@@ -18,7 +18,7 @@ the answers are the same to the bit.
 - ``masked_median``, ``combine``: the visibility-weighted combined signal.
 - ``centre_finite``, ``lag_counts``, ``power``, ``pick_period``: the autocorrelation period estimate.
 - ``period_inputs``, ``settle``, ``count_reps``: a counting signal's preparation and count in
-  three calls (the single kernels above in turn).
+  three calls (the single kernels above in turn, the GIL released).
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
 - ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
 - ``walking``: frames where the body travels rather than exercising in place.
@@ -73,7 +73,7 @@ def _acos_deg(x: float) -> float:
     return (near if small else (pos if x > 0.0 else neg)) * (180.0 / math.pi)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def joint_angles(pts: np.ndarray, triples: np.ndarray) -> np.ndarray:
     """pts (n, L, d) float64, triples (m, 3) int64 -> (n, m) float64 degrees in [0, 180]."""
     n, m, d = pts.shape[0], triples.shape[0], pts.shape[2]
@@ -98,7 +98,7 @@ def joint_angles(pts: np.ndarray, triples: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fill_gaps(x: np.ndarray, max_gap: int) -> np.ndarray:
     """Linearly interpolate interior NaN runs of length <= max_gap; edges stay NaN."""
     out = x.copy()
@@ -115,7 +115,7 @@ def fill_gaps(x: np.ndarray, max_gap: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def smooth(x: np.ndarray, half: int) -> np.ndarray:
     """Centred mean over finite values in [i-half, i+half]; NaN where x[i] is NaN.
 
@@ -150,7 +150,7 @@ def smooth(x: np.ndarray, half: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def envelope(x: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) of the finite values of x in [i-half, i+half] per frame; NaN where none.
 
@@ -191,19 +191,19 @@ def envelope(x: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
     return lo_out, hi_out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rolling_max(x: np.ndarray, half: int) -> np.ndarray:
     """Max of finite values in [i-half, i+half]; NaN if none."""
     return envelope(x, half)[1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rolling_min(x: np.ndarray, half: int) -> np.ndarray:
     """Min of finite values in [i-half, i+half]; NaN if none."""
     return envelope(x, half)[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def segment_reps(
     s: np.ndarray, lo: np.ndarray, hi: np.ndarray, min_len: int, max_gap: int
 ) -> np.ndarray:
@@ -254,7 +254,7 @@ def segment_reps(
     return out[:k].copy()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rep_phases(a: np.ndarray, t: np.ndarray, reps: np.ndarray, band: float) -> np.ndarray:
     """Per rep (k, 5): eccentric_s, pause_s, concentric_s, rom, peak |da/dt|.
 
@@ -300,7 +300,7 @@ def rep_phases(a: np.ndarray, t: np.ndarray, reps: np.ndarray, band: float) -> n
 # ------------------------------------------------------------- numpy's arithmetic, exactly
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pw_block(x: np.ndarray, lo: int, n: int) -> float:
     # numpy's pairwise_sum leaf (n <= 128): 8 accumulators, combined as a tree, then the tail
     if n < 8:
@@ -329,7 +329,7 @@ def _pw_block(x: np.ndarray, lo: int, n: int) -> float:
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pw(x: np.ndarray, lo: int, n: int) -> float:
     # numpy's pairwise_sum: split in halves (the left one a multiple of 8) down to leaves of <= 128,
     # summed as left + right at every level. Iterative: cached numba functions cannot recurse.
@@ -364,7 +364,7 @@ def _pw(x: np.ndarray, lo: int, n: int) -> float:
         st_lo[top], st_n[top], st_right[top] = st_lo[top - 1] + half, st_n[top - 1] - half, False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _np_sum(x: np.ndarray, lo: int, n: int) -> float:
     # np.sum of x[lo:lo+n]: pairwise within blocks of numpy's buffer size (8192), blocks added in turn
     res = 0.0
@@ -373,14 +373,14 @@ def _np_sum(x: np.ndarray, lo: int, n: int) -> float:
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pairwise_sum(x: np.ndarray) -> float:
     """``np.sum`` of a contiguous 1-D float64 array, to the bit: numpy's pairwise summation within
     blocks of its default buffer size (8192 values), the blocks added in turn."""
     return _np_sum(x, 0, x.shape[0])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select(a: np.ndarray, k: int, lo: int, hi: int) -> float:
     """Reorder a[lo:hi+1] so a[k] holds what a sorted copy would (smaller left, larger right); no NaN."""
     while hi > lo:
@@ -406,7 +406,7 @@ def _select(a: np.ndarray, k: int, lo: int, hi: int) -> float:
     return a[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_from(a: np.ndarray, lo: int, hi: int) -> float:
     m = a[lo]
     for i in range(lo + 1, hi):
@@ -415,7 +415,7 @@ def _min_from(a: np.ndarray, lo: int, hi: int) -> float:
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bin_members(buf: np.ndarray, n: int, bins: np.ndarray, target: int, size: int) -> np.ndarray:
     # the size values of buf[:n] in bin target, in a new array (one spare slot: the stores are
     # unconditional, so the test whether a value belongs is not a branch to predict)
@@ -427,7 +427,7 @@ def _bin_members(buf: np.ndarray, n: int, bins: np.ndarray, target: int, size: i
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _binning(buf: np.ndarray, n: int) -> tuple[int, float, np.ndarray, np.ndarray]:
     """How to select in buf[:n] (n >= 1, no NaN): (0, -, -, -) by quickselect (short, or infinite values),
     (1, the value, -, -) when all are equal, else (2, min, each value's bin, per-bin counts) with
@@ -458,7 +458,7 @@ def _binning(buf: np.ndarray, n: int) -> tuple[int, float, np.ndarray, np.ndarra
     return 2, lo, bins, counts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pair(
     buf: np.ndarray, n: int, k: int, mode: int, lo: float, bins: np.ndarray, counts: np.ndarray
 ) -> tuple[float, float]:
@@ -487,7 +487,7 @@ def _pair(
     return a, _min_from(_bin_members(buf, n, bins, nxt, counts[nxt]), 0, counts[nxt])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
     """The k-th and (k+1)-th smallest of buf[:n] (0-based; both the last when k == n - 1).
     No NaN; reorders buf.
@@ -500,7 +500,7 @@ def _order_pair(buf: np.ndarray, n: int, k: int) -> tuple[float, float]:
     return _pair(buf, n, k, mode, lo, bins, counts)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _median(buf: np.ndarray, n: int) -> float:
     """``np.median`` of buf[:n] (no NaN; reorders buf): the middle value or the mean of the two."""
     if n == 0:
@@ -512,7 +512,7 @@ def _median(buf: np.ndarray, n: int) -> float:
     return ((0.0 + a) + b) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _quantile(
     buf: np.ndarray, n: int, q: float, mode: int, lo: float, bins: np.ndarray, counts: np.ndarray
 ) -> float:
@@ -538,7 +538,7 @@ def _quantile(
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _kept(x: np.ndarray, finite_only: bool) -> tuple[np.ndarray, int]:
     # (buffer holding the non-NaN values of x (finite ones only if finite_only) first, how many)
     buf = np.empty(x.shape[0])
@@ -550,7 +550,7 @@ def _kept(x: np.ndarray, finite_only: bool) -> tuple[np.ndarray, int]:
     return buf, n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def percentiles(x: np.ndarray, qs: np.ndarray, finite_only: bool) -> tuple[np.ndarray, int]:
     """(``np.nanpercentile(x, 100 * qs)``, how many values it was taken over); with finite_only
     over the finite values only, as ``np.percentile(x[np.isfinite(x)], ...)``. NaN when none."""
@@ -563,14 +563,14 @@ def percentiles(x: np.ndarray, qs: np.ndarray, finite_only: bool) -> tuple[np.nd
     return out, n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nan_median(x: np.ndarray, finite_only: bool = False) -> float:
     """``np.nanmedian`` of a 1-D array (or ``np.median`` of its finite values); NaN when none."""
     buf, n = _kept(x, finite_only)
     return _median(buf, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pair_mean(raw: np.ndarray, jl: int, jr: int) -> np.ndarray:
     """``np.nanmean`` of columns jl and jr of raw (n, m), per frame (NaN where both are NaN)."""
     n = raw.shape[0]
@@ -592,7 +592,7 @@ ANGLES, SCALE, LINES, POSTURE = 1, 2, 4, 8  # what pose_geometry measures (flags
 _ARM0, _ARM1, _LEG0, _LEG1, _FOOT0, _FOOT1 = 11, 17, 23, 29, 31, 33
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _sqrt_limit(y: float) -> float:
     # the largest x with sqrt(x) <= y (rounded): sqrt(x) > y exactly when x > this
     x = y * y
@@ -603,7 +603,7 @@ def _sqrt_limit(y: float) -> float:
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _others(need: np.ndarray, width: int) -> np.ndarray:
     # the columns (width per item) of the flagged items outside the constant ranges
     out = np.empty(width * need.shape[0], np.int64)
@@ -616,7 +616,7 @@ def _others(need: np.ndarray, width: int) -> np.ndarray:
     return out[:k]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _copy_block(
     fw: np.ndarray, fx: np.ndarray, fv: np.ndarray, start: int, size: int, pts: np.ndarray, pix: np.ndarray,
     lv: np.ndarray, ow: np.ndarray, ox: np.ndarray, ov: np.ndarray,
@@ -654,7 +654,7 @@ def _copy_block(
     return found
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _block_angles(
     pts: np.ndarray, lv: np.ndarray, cos: np.ndarray, size: int, start: int, triples: np.ndarray,
     vis_rows: np.ndarray, visible: float, raw: np.ndarray, vis: np.ndarray, gated: np.ndarray,
@@ -695,12 +695,12 @@ def _block_angles(
             seen[f] = r if m >= visible else np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _block_scale(
     pts: np.ndarray, pix: np.ndarray, size: int, start: int, aspect: float, seg_a: np.ndarray, seg_b: np.ndarray,
     long2: float, best: np.ndarray, ppm: np.ndarray, hip_x: np.ndarray,
 ) -> None:
-    # Largest sqrt(img2) / sqrt(wld2) over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none),
+    # sqrt of the largest img2 / wld2 over segments with sqrt(wld2) > 0.05 (np.fmax; NaN if none),
     # image x in frame heights (x * aspect). best (2, STRIDE): the running maximum moves between
     # its rows, so no store is conditional (a select stored back where it was loaded becomes a
     # slow masked store).
@@ -714,18 +714,18 @@ def _block_scale(
             dx, dy = xa[f] * aspect - xb[f] * aspect, ya[f] - yb[f]
             wx, wy, wz = ax[f] - bx[f], ay[f] - by[f], az[f] - bz[f]
             w2 = (wx * wx + wy * wy) + wz * wz
-            v = math.sqrt(dx * dx + dy * dy) / math.sqrt(w2)
+            v = (dx * dx + dy * dy) / w2  # the ratio squared: one square root per frame, not two per segment
             v = v if ((w2 > long2) & (v == v)) else -1.0  # sqrt(w2) > 0.05; v >= 0, so -1 is "none"
             cur[f] = v if v > prev[f] else prev[f]
     top = best[seg_a.shape[0] % 2]
     x23, x24 = pix[46], pix[48]
     out, mid = ppm[start : start + size], hip_x[start : start + size]
     for f in range(size):
-        out[f] = top[f] if top[f] >= 0.0 else np.nan
+        out[f] = math.sqrt(top[f]) if top[f] >= 0.0 else np.nan
         mid[f] = ((0.0 + x23[f] * aspect) + x24[f] * aspect) / 2.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _block_posture(
     pts: np.ndarray, pix: np.ndarray, size: int, start: int, aspect: float, lm: np.ndarray, arm: np.ndarray,
     split: np.ndarray,
@@ -766,7 +766,7 @@ def _block_posture(
     return up
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def geometry_tables(
     n: int, m: int, what: int, xy: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -786,7 +786,7 @@ def geometry_tables(
             np.empty(nl, xy.dtype), np.empty(npo), np.empty(npo))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def pose_geometry_into(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
@@ -796,7 +796,8 @@ def pose_geometry_into(
 ) -> tuple[int, int]:
     """:func:`pose_geometry` of frames lo..hi, written into the outputs of :func:`geometry_tables`
     (raw, vis, gated untransposed); returns how many of them have a pose in the image and how
-    many the wrists above the nose."""
+    many the wrists above the nose. Frames are independent, so ranges can be measured at the
+    same time (the GIL is released)."""
     m = triples.shape[0]
     do_angles, do_scale, do_lines = (what & ANGLES) > 0, (what & SCALE) > 0, (what & LINES) > 0
     do_posture = (what & POSTURE) > 0
@@ -859,7 +860,7 @@ def pose_geometry_into(
     return found, up
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def pose_geometry(
     world: np.ndarray, xy: np.ndarray, visibility: np.ndarray, aspect: float, what: int,
     triples: np.ndarray, vis_idx: np.ndarray, visible: float, seg_a: np.ndarray, seg_b: np.ndarray,
@@ -898,7 +899,7 @@ def pose_geometry(
     return raw.T, vis.T, gated.T, ppm, hip_x, line_dx, line_dz, posed, pair_x, arm, split, found, up
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def masked_median(a: np.ndarray, v: np.ndarray, min_vis: float) -> float:
     """Median of the finite a[i] with v[i] >= min_vis; NaN when fewer than two."""
     buf = np.empty(a.shape[0])
@@ -910,7 +911,7 @@ def masked_median(a: np.ndarray, v: np.ndarray, min_vis: float) -> float:
     return _median(buf, n) if n >= 2 else np.nan
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def combine(
     raw: np.ndarray, vis: np.ndarray, cols: np.ndarray, dirs: np.ndarray, weights: np.ndarray,
     meds: np.ndarray, min_vis: float, min_den: float,
@@ -937,7 +938,7 @@ def combine(
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def centre_finite(x: np.ndarray) -> tuple[np.ndarray, int]:
     """(x minus the mean of its finite values, 0 where not finite; how many are finite)."""
     n = x.shape[0]
@@ -956,7 +957,7 @@ def centre_finite(x: np.ndarray) -> tuple[np.ndarray, int]:
     return y, k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lag_counts(x: np.ndarray, lags: int) -> np.ndarray:
     """(lags,) int64: for each lag k, the frames i where x[i] and x[i + k] are both finite.
 
@@ -991,7 +992,7 @@ def lag_counts(x: np.ndarray, lags: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pick_period(ac: np.ndarray, cnt: np.ndarray, n: int, lo: int, hi: int) -> tuple[int, float]:
     """The period lag in [lo, hi) from autocorrelation sums ``ac`` and overlap counts ``cnt``
     (lags 0..hi-1) of an n-frame signal: the first clear peak nearly as strong (0.8) as the
@@ -1018,7 +1019,7 @@ def pick_period(ac: np.ndarray, cnt: np.ndarray, n: int, lo: int, hi: int) -> tu
     return -1, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def levels(
     e_lo: np.ndarray, e_hi: np.ndarray, lo_frac: float, hi_frac: float, min_span: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1037,7 +1038,7 @@ def levels(
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def period_inputs(
     x: np.ndarray, max_gap: int, half: int, lags: int, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
@@ -1052,7 +1053,7 @@ def period_inputs(
     return filled, first, finite, lag_counts(first, lags)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def power(f: np.ndarray) -> np.ndarray:
     """|f|^2 of complex f, as ``f.real**2 + f.imag**2``."""
     out = np.empty(f.shape)
@@ -1063,7 +1064,7 @@ def power(f: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def settle(
     filled: np.ndarray, first: np.ndarray, half: int, env_half: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1074,7 +1075,7 @@ def settle(
     return s, e_lo, e_hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_reps(
     s: np.ndarray, e_lo: np.ndarray, e_hi: np.ndarray, lo_frac: float, hi_frac: float, min_rom: float,
     min_len: int, max_gap: int, walking: np.ndarray, posture: np.ndarray, walk_share: float, posture_deg: float,
@@ -1091,7 +1092,7 @@ def count_reps(
 # --------------------------------------------------------------------- rep filters
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _nanmin(x: np.ndarray, lo: int, hi: int) -> float:
     # min of the non-NaN values of x[lo:hi] (slice bounds as Python's); NaN if none
     hi = min(hi, x.shape[0])
@@ -1102,7 +1103,7 @@ def _nanmin(x: np.ndarray, lo: int, hi: int) -> float:
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rest_window(reps: np.ndarray, r: int, n: int) -> tuple[int, int]:
     # from the previous rep's end (or as far back as the rise took) to the next rep's start
     a, p, b = reps[r, 0], reps[r, 1], reps[r, 2]
@@ -1111,7 +1112,7 @@ def _rest_window(reps: np.ndarray, r: int, n: int) -> tuple[int, int]:
     return min(lo, a), max(hi, b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _small_nanmedian(x: np.ndarray, lo: int, hi: int, buf: np.ndarray) -> tuple[bool, float]:
     # (any finite value in x[lo:hi], np.nanmedian of it) for a slice of at most len(buf) frames
     hi = min(hi, x.shape[0])
@@ -1125,7 +1126,7 @@ def _small_nanmedian(x: np.ndarray, lo: int, hi: int, buf: np.ndarray) -> tuple[
     return finite, _median(buf, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def valid_reps(
     s: np.ndarray, reps: np.ndarray, min_rom: float, walking: np.ndarray, posture: np.ndarray,
     walk_share: float, posture_deg: float,
@@ -1161,7 +1162,7 @@ def valid_reps(
     return keep
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def refine_reps(s: np.ndarray, reps: np.ndarray, rest_band: float) -> np.ndarray:
     """Move each rep's start back / end on while the signal keeps falling toward its rest floor
     (the window's minimum) and stays more than rest_band x the rep's span above it."""
@@ -1185,7 +1186,7 @@ def refine_reps(s: np.ndarray, reps: np.ndarray, rest_band: float) -> np.ndarray
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _in_order(rows: np.ndarray) -> bool:
     # every row non-empty (start < end) and ending at or before the next one starts
     for r in range(rows.shape[0]):
@@ -1194,7 +1195,7 @@ def _in_order(rows: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_disjoint(reps: np.ndarray, extra: np.ndarray) -> np.ndarray:
     """reps followed by each row of extra that overlaps none of the rows kept so far
     (rows (start, peak, end); touching is not overlapping).
@@ -1229,7 +1230,7 @@ def add_disjoint(reps: np.ndarray, extra: np.ndarray) -> np.ndarray:
     return out[:m].copy()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gait_votes(
     raw: np.ndarray, vis: np.ndarray, reps: np.ndarray, jl: int, jr: int, visible: float, min_seen: float
 ) -> np.ndarray:
@@ -1280,7 +1281,7 @@ def gait_votes(
 # ---------------------------------------------------------------------- per-rep measures
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def merge_pair(values: np.ndarray, vis: np.ndarray, jl: int, jr: int) -> np.ndarray:
     """Columns jl and jr of values (n, m) averaged per frame with vis (n, m) as weights over the
     finite ones; NaN where neither is finite or their weights sum to <= 0."""
@@ -1297,7 +1298,7 @@ def merge_pair(values: np.ndarray, vis: np.ndarray, jl: int, jr: int) -> np.ndar
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def window_extremes(series: np.ndarray, reps: np.ndarray) -> np.ndarray:
     """(k, q, 2): min and max of the finite values of each series (q, n) over each rep's frames
     start..end; NaN where there are none."""
@@ -1317,7 +1318,7 @@ def window_extremes(series: np.ndarray, reps: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def amplitudes(signal: np.ndarray, reps: np.ndarray) -> np.ndarray:
     """(k,) signal at each rep's turning point minus its lowest (non-NaN) value over the rep."""
     out = np.empty(reps.shape[0])
@@ -1326,7 +1327,7 @@ def amplitudes(signal: np.ndarray, reps: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rep_extras(
     signal: np.ndarray, vis: np.ndarray, vis_cols: np.ndarray, left: np.ndarray, right: np.ndarray,
     reps: np.ndarray, full_amp: float,
@@ -1375,7 +1376,7 @@ def rep_extras(
 # ------------------------------------------------------------------- posture
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def posture_series(
     xy: np.ndarray, world: np.ndarray, aspect: float, lm: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -1421,7 +1422,7 @@ def posture_series(
 # ------------------------------------------------------------------ walking, view
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def walking(
     ppm: np.ndarray, hip_x: np.ndarray, half: int, walk_m: float, walk_log_scale: float
 ) -> np.ndarray:
@@ -1447,7 +1448,7 @@ def walking(
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> float:
     """Median over posed frames and both lines (rows) of atan2(dz, dx) in degrees; NaN when
     there are none or a line is NaN.
@@ -1497,7 +1498,7 @@ def view_yaw(line_dx: np.ndarray, line_dz: np.ndarray, posed: np.ndarray) -> flo
     return ((0.0 + a) + b) / 2.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
     """np.median of x over the posed frames, in x's precision (NaN when none)."""
     buf = np.empty(x.shape[0] + 1, x.dtype)  # float32 stays float32, as numpy's median of float32 does
@@ -1517,7 +1518,7 @@ def posed_median(x: np.ndarray, posed: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- JSON
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def round_half_even(x: np.ndarray, digits: int) -> np.ndarray:
     """Python's ``round(v, digits)`` of each value (0 <= digits <= 15): the double nearest the
     decimal that the exact binary value rounds to, ties to even. NaN where v is not finite,

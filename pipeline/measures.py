@@ -72,31 +72,51 @@ def measure(
 ) -> tuple[tuple[Rep, ...], np.ndarray]:
     """(the reps' measures, the merged primary angle per frame): :func:`measure_reps`, with the
     primary series it used (the per-frame work is done by kernels, over all reps at once)."""
-    out, primary, _ = _measure(ex, table, vis, t, signal, reps)
-    return out, primary
+    primary, cols = columns(ex, table, vis, t, signal, reps)
+    return _new_reps_of(cols), primary
 
 
 def measure_json(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
 ) -> tuple[tuple[Rep, ...], np.ndarray, list[dict[str, object]]]:
     """:func:`measure` and ``to_json`` of its reps, the JSON rounded from the measures' arrays."""
-    out, primary, cols = _measure(ex, table, vis, t, signal, reps)
-    if cols is None:
-        return out, primary, []
-    return out, primary, _json(cols)
+    primary, cols = columns(ex, table, vis, t, signal, reps)
+    out, js = reps_of(cols)
+    return out, primary, js
+
+
+def reps_of(cols: Columns) -> tuple[tuple[Rep, ...], list[dict[str, object]]]:
+    """The :class:`Rep` records of measured reps and their JSON (``to_json``), rounded from the columns."""
+    return _new_reps_of(cols), (_json(cols) if cols.reps.shape[0] else [])
 
 
 @dataclass(frozen=True, slots=True)
-class _Columns:
-    """The reps' measures as columns, for the JSON: the ten numeric fields of Rep in _ROUNDED's
-    order (10, k) float64 with NaN for None, the faults, and the secondary angles' names with their
-    per-rep minima and maxima (q, k)."""
+class Columns:
+    """Measured reps as columns (the numbers; :func:`reps_of` makes the records): reps (k, 3) their
+    frames; values: the ten numeric fields of Rep in _ROUNDED's order (10, k) float64 with NaN for
+    None; the faults; the secondary angles' names with their per-rep minima and maxima (q, k).
+    Each rep's column depends on that rep alone, so the columns of some of the reps are taken
+    from those of all."""
 
+    reps: np.ndarray
     values: np.ndarray
     faults: list[tuple[str, ...]]
     names: tuple[str, ...]
     lows: np.ndarray
     highs: np.ndarray
+
+    def take(self, rows: np.ndarray) -> Columns:
+        """The columns of the reps at ``rows`` (int positions), in that order."""
+        return Columns(self.reps[rows], self.values[:, rows], [self.faults[i] for i in rows.tolist()], self.names,
+                       self.lows[:, rows], self.highs[:, rows])
+
+    def of(self, reps: np.ndarray) -> Columns | None:
+        """The columns of ``reps`` (k, 3) when each of them is measured here, else None."""
+        if reps.shape == self.reps.shape and np.array_equal(reps, self.reps):
+            return self
+        where = {tuple(r): i for i, r in enumerate(self.reps.tolist())}
+        rows = [where.get(tuple(r), -1) for r in reps.tolist()]
+        return None if -1 in rows else self.take(np.array(rows, np.int64))
 
 
 def _fault_names(ex: Exercise, stats: dict[str, np.ndarray], k: int) -> list[tuple[str, ...]]:
@@ -111,14 +131,18 @@ def _fault_names(ex: Exercise, stats: dict[str, np.ndarray], k: int) -> list[tup
     return list(map(combos.__getitem__, codes))
 
 
-def _measure(
+def columns(
     ex: Exercise, table: AngleTable, vis: np.ndarray, t: np.ndarray, signal: np.ndarray, reps: np.ndarray
-) -> tuple[tuple[Rep, ...], np.ndarray, _Columns | None]:
+) -> tuple[np.ndarray, Columns]:
+    """(the merged primary angle per frame, the reps' measures as :class:`Columns`): times, range of
+    motion, tempo phases, asymmetry, confidence, faults and secondary angles of each rep."""
     fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6) if len(t) > 1 else 30.0
     series = Series(table, vis, ex.primary)
     primary = series("primary")
-    if len(reps) == 0:
-        return (), primary, None
+    k, q = len(reps), len(ex.secondary)
+    if k == 0:
+        return primary, Columns(np.zeros((0, 3), np.int64), np.zeros((len(_ROUNDED), 0)), [], ex.secondary,
+                                np.zeros((q, 0)), np.zeros((q, 0)))
     phases = kernels.rep_phases(kernels.smooth(primary, max(1, int(round(0.05 * fps)))), t, reps, PAUSE_BAND)
     names = table.names
     cols = np.array([i for i, n in enumerate(names) if n.endswith(ex.primary)], np.int64)
@@ -128,23 +152,29 @@ def _measure(
     amp_a, conf_a, asym_a = extras[:, 0], extras[:, 1], extras[:, 2]
     stats = _window_stats(ex, series, reps)
     stats["asymmetry_deg"] = np.array(asym_a)
-    k = len(reps)
     faults = _fault_names(ex, stats, k)
-    lows = np.array([stats[f"{name}_min_deg"] for name in ex.secondary]).reshape(len(ex.secondary), k)
-    highs = np.array([stats[f"{name}_max_deg"] for name in ex.secondary]).reshape(len(ex.secondary), k)
-    secondary: list[tuple[tuple[str, float, float], ...]] = [()] * k
-    if ex.secondary:
-        secondary = list(zip(*[zip(itertools.repeat(name), lo, hi) for name, lo, hi in
-                               zip(ex.secondary, lows.tolist(), highs.tolist(), strict=True)], strict=True))
+    lows = np.array([stats[f"{name}_min_deg"] for name in ex.secondary]).reshape(q, k)
+    highs = np.array([stats[f"{name}_max_deg"] for name in ex.secondary]).reshape(q, k)
     p_first, p_pause, p_second, p_rom, p_vel = (phases[:, c] for c in range(5))
     ecc_a, conc_a = (p_first, p_second) if ex.eccentric_first else (p_second, p_first)
     rom_a = np.where(np.isfinite(p_rom), p_rom, amp_a)
     values = np.vstack([t[reps[:, 0]], t[reps[:, 1]], t[reps[:, 2]], rom_a, ecc_a, p_pause, conc_a, p_vel, asym_a,
                         conf_a])
-    start, peak, end, rom, ecc, pause, conc, vel, asym_f, conf = values.tolist()
-    asym = [None if v != v else v for v in asym_f] if np.isnan(asym_a).any() else asym_f
-    out = _new_reps(range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, faults, secondary)
-    return out, primary, _Columns(values, faults, ex.secondary, lows, highs)
+    return primary, Columns(np.asarray(reps, np.int64), values, faults, ex.secondary, lows, highs)
+
+
+def _new_reps_of(c: Columns) -> tuple[Rep, ...]:
+    """The Rep records of the columns, numbered from 1 in their order."""
+    k = c.values.shape[1]
+    if k == 0:
+        return ()
+    secondary: list[tuple[tuple[str, float, float], ...]] = [()] * k
+    if c.names:
+        secondary = list(zip(*[zip(itertools.repeat(name), lo, hi) for name, lo, hi in
+                               zip(c.names, c.lows.tolist(), c.highs.tolist(), strict=True)], strict=True))
+    start, peak, end, rom, ecc, pause, conc, vel, asym_f, conf = c.values.tolist()
+    asym = [None if v != v else v for v in asym_f] if np.isnan(c.values[8]).any() else asym_f
+    return _new_reps(range(1, k + 1), start, peak, end, rom, ecc, pause, conc, vel, asym, conf, c.faults, secondary)
 
 
 def _draft_of(cls: type) -> type | None:
@@ -207,7 +237,7 @@ _DIGITS = np.array([d for _, d in _ROUNDED])
 _ROWS_3, _ROWS_1 = np.flatnonzero(_DIGITS == 3), np.flatnonzero(_DIGITS == 1)
 
 
-def _json(c: _Columns) -> list[dict[str, object]]:
+def _json(c: Columns) -> list[dict[str, object]]:
     # the rows of to_json from the columns; the fields rounded to 3 digits in one array, those to
     # 1 digit with the secondary angles in another; each secondary angle's {min, max} built by column
     k, q = c.values.shape[1], len(c.names)

@@ -246,11 +246,14 @@ def _scale(xy: NDArray[np.floating], world: NDArray[np.floating], aspect: float,
     """Frame heights per metre of the least foreshortened segment longer than 5 cm (NaN if none)."""
     u = xy.astype(np.float64)
     u[..., 0] *= aspect
-    img = np.linalg.norm(u[:, seg_a] - u[:, seg_b], axis=2)
-    wld = np.linalg.norm(world[:, seg_a].astype(np.float64) - world[:, seg_b], axis=2)
+    d = u[:, seg_a] - u[:, seg_b]
+    w = world[:, seg_a].astype(np.float64) - world[:, seg_b]
+    img2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    wld2 = (w[..., 0] * w[..., 0] + w[..., 1] * w[..., 1]) + w[..., 2] * w[..., 2]
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out: Floats = np.nanmax(np.where(wld > 0.05, img / wld, np.nan), axis=1)
+        # the largest ratio of squares, then its root: sqrt(img2 / wld2), not sqrt(img2) / sqrt(wld2)
+        out: Floats = np.sqrt(np.nanmax(np.where(np.sqrt(wld2) > 0.05, img2 / wld2, np.nan), axis=1))
     return out
 
 

@@ -29,6 +29,7 @@ combined signals with their smoothing, period and envelope, and finished counts.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ import numpy as np
 from . import geometry, kernels
 from .exercises import Component
 from .geometry import Geometry
+from .parallel import call, map2
 from .records import PoseSeries
 
 VISIBLE = 0.5  # a landmark this visible counts as seen
@@ -200,10 +202,11 @@ class _Prepared:
     e_hi: np.ndarray
 
 
-def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
-    """Each signal (length >= 3) filled, smoothed by its period and enveloped."""
+def _preparer(t: np.ndarray) -> Callable[[np.ndarray], _Prepared]:
+    """A function making a signal of len(t) (>= 3) frames ready: filled, smoothed by its period
+    and enveloped."""
     fps = _fps(t)
-    n = len(signals[0])
+    n = len(t)
     a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))  # dominant_periods' default range
     size = _fft_len(n + b)
     gap, half0 = max(1, int(MAX_GAP_S * fps)), max(1, int(round(SMOOTH_S[0] * fps)))
@@ -218,7 +221,13 @@ def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
         s, e_lo, e_hi = kernels.settle(filled, first, half, max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2)))
         return _Prepared(x, s, period, fps, e_lo, e_hi)
 
-    return [one(x) for x in signals]
+    return one
+
+
+def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
+    """Each signal (length >= 3) made ready by :func:`_preparer` (a long clip's signals shared
+    between two threads)."""
+    return map2(_preparer(t), signals, len(t))
 
 
 def _count_prepared(
@@ -264,37 +273,83 @@ class Counter:
         self._prepared: dict[tuple[tuple[Component, ...], float], _Prepared] = {}
         self._counts: dict[tuple[object, ...], Segmentation] = {}
         self._masks: list[np.ndarray] = []  # keeps the walking masks (keyed by id) alive
+        self._one: Callable[[np.ndarray], _Prepared] | None = None  # makes a signal ready (per clip)
 
     def prepare(self, exercises: list[tuple[Component, ...]]) -> None:
         """Make the combined and one-sided signals of these components ready (each signal once,
-        whichever exercises share it)."""
+        whichever exercises share it; a long clip's shared between two threads)."""
         keys = [k for comps in exercises for k in _signal_keys(comps) if k not in self._prepared]
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return
-        signals = [combine(self.raw, self.vis, self.names, comps, weight, self._medians) for comps, weight in keys]
-        if len(self.t) < 3:
-            self._prepared.update({k: _Prepared(x, x, np.nan, 0.0, x, x) for k, x in zip(keys, signals, strict=True)})
-        else:
-            self._prepared.update(zip(keys, _prepare(signals, self.t), strict=True))
+        if keys:
+            self._prepared.update(zip(keys, map2(self._ready, keys, len(self.t)), strict=True))
 
-    def count(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None = None) -> Segmentation:
-        """Reps of the combined signal, plus those only one body side shows (merged in time order)."""
+    def _ready(self, key: tuple[tuple[Component, ...], float]) -> _Prepared:
+        """The signal of ``key`` (components, minimum weight) made ready (kept for the next count)."""
+        prep = self._prepared.get(key)
+        if prep is None:
+            x = combine(self.raw, self.vis, self.names, key[0], key[1], self._medians)
+            if len(self.t) < 3:
+                prep = _Prepared(x, x, np.nan, 0.0, x, x)
+            else:
+                if self._one is None:
+                    self._one = _preparer(self.t)
+                prep = self._one(x)
+            self._prepared[key] = prep
+        return prep
+
+    def _mask(self, walking: np.ndarray | None) -> np.ndarray | None:
         if walking is not None and not walking.any():
-            walking = None  # a frame never walking filters nothing: the count without a mask, maybe done already
+            return None  # a frame never walking filters nothing: the count without a mask, maybe done already
         if walking is not None and not any(m is walking for m in self._masks):
             self._masks.append(walking)
-        key = (comps, min_rom, None if walking is None else id(walking))
-        if key not in self._counts:
-            self.prepare([comps])
-            seg, *sides = (_count_prepared(self._prepared[k], min_rom, walking, self.posture)
-                           for k in _signal_keys(comps))
-            reps = seg.reps
-            for side in sides:
-                reps = kernels.add_disjoint(reps, side.reps)
-            reps = reps[np.argsort(reps[:, 1], kind="stable")]
-            self._counts[key] = Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)
-        return self._counts[key]
+        return walking
+
+    def centre(self, comps: tuple[Component, ...]) -> None:
+        """Find the medians the components' signals are centred on (done by the first count otherwise)."""
+        for c in comps:
+            j = self.names.index(c.angle)
+            if j not in self._medians:
+                self._medians[j] = kernels.masked_median(self.raw[:, j], self.vis[:, j], SOFT_VIS)
+
+    def count(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None = None) -> Segmentation:
+        """Reps of the combined signal, plus those only one body side shows (merged in time order);
+        on a long clip, the signals made ready and counted by two threads."""
+        done = self.counted(comps, min_rom, walking)
+        if done is not None:
+            return done
+        return self.merge(comps, min_rom, walking, map2(call, self.pieces(comps, min_rom, walking), len(self.t)))
+
+    def counted(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None) -> Segmentation | None:
+        """The count of :meth:`count` when it was done already, else None."""
+        walking = self._mask(walking)
+        return self._counts.get((comps, min_rom, None if walking is None else id(walking)))
+
+    def pieces(
+        self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None
+    ) -> list[Callable[[], Segmentation]]:
+        """The work of :meth:`count` as one function per signal (the combined one first, then each
+        body side's), for a caller that shares it out with other work; :meth:`merge` their results."""
+        walking = self._mask(walking)
+        return [functools.partial(self._count_one, k, min_rom, walking) for k in _signal_keys(comps)]
+
+    def _count_one(
+        self, key: tuple[tuple[Component, ...], float], min_rom: float, walking: np.ndarray | None
+    ) -> Segmentation:
+        return _count_prepared(self._ready(key), min_rom, walking, self.posture)
+
+    def merge(
+        self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None, segs: list[Segmentation]
+    ) -> Segmentation:
+        """The count of :meth:`count` from the results of its :meth:`pieces` (kept for the next call)."""
+        walking = self._mask(walking)
+        seg, *sides = segs
+        reps = seg.reps
+        for side in sides:
+            reps = kernels.add_disjoint(reps, side.reps)
+        reps = reps[np.argsort(reps[:, 1], kind="stable")]
+        out = Segmentation(seg.signal, seg.lo, seg.hi, reps, seg.period_s)
+        self._counts[(comps, min_rom, None if walking is None else id(walking))] = out
+        return out
 
 
 def _signal_keys(comps: tuple[Component, ...]) -> list[tuple[tuple[Component, ...], float]]:

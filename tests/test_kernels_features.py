@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline import angles, geometry, kernels, reference
+from pipeline import angles, geometry, kernels, parallel, reference
 from pipeline.records import PoseSeries
 
 NAN = np.nan
@@ -165,7 +165,7 @@ def test_pose_geometry(case: str, what: int, landmarks: str) -> None:
 
 @pytest.mark.parametrize("what", (1, 2, 4, 7, 8, 15))
 def test_pose_geometry_in_ranges_is_the_whole(what: int) -> None:
-    """Frames measured in ranges into shared tables give the whole's answer."""
+    """Frames measured in ranges (as geometry measures long clips, two at once) give the whole's answer."""
     pose = POSES["random"]
     args = (np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.visibility),
             float(pose.aspect), what, angles.TRIPLES, angles.VIS_COLUMNS, angles.VISIBLE,
@@ -177,10 +177,12 @@ def test_pose_geometry_in_ranges_is_the_whole(what: int) -> None:
     same((raw.T, vis.T, gated.T, *rest, sum(c[0] for c in counts), sum(c[1] for c in counts)), want)
 
 
-def test_measure_with_the_posture_series() -> None:
-    """geometry.measure(posture=True): the kernel's tables, and the posture series as the classifier
-    measured it on its own."""
-    pose = POSES["squat"]
+def test_long_clips_are_measured_in_halves() -> None:
+    """geometry.measure splits clips of parallel.MIN_FRAMES or more between two threads: same answer."""
+    base = POSES["squat"]
+    k = parallel.MIN_FRAMES // len(base) + 1
+    pose = PoseSeries(np.arange(k * len(base)), np.arange(k * len(base)) / 30.0, np.concatenate([base.xy] * k),
+                      np.concatenate([base.visibility] * k), np.concatenate([base.world] * k), base.aspect)
     got = geometry.measure(pose, posture=True)
     want = kernels.pose_geometry(np.ascontiguousarray(pose.world), np.ascontiguousarray(pose.xy),
                                  np.ascontiguousarray(pose.visibility), float(pose.aspect), 15, angles.TRIPLES,
@@ -188,10 +190,10 @@ def test_measure_with_the_posture_series() -> None:
                                  geometry.POSTURE_LANDMARKS)
     same((got.raw, got.vis, got.table.values, got.scale, got.hip_x, got.line_dx, got.line_dz, got.posed,
           got.shoulders_x, got.arm_height, got.split, got.detected, got.wrists_up), want)
+    # the posture series as the classifier measured it on its own
     alone = kernels.posture_series(np.ascontiguousarray(pose.xy), np.ascontiguousarray(pose.world),
                                    float(pose.aspect), geometry.POSTURE_LANDMARKS)
     same((got.arm_height, got.split, got.wrists_up), alone)
-    assert len(geometry.measure(pose).arm_height) == 0
 
 
 def test_joint_angles_of_special_frames_are_exact() -> None:

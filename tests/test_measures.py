@@ -223,6 +223,31 @@ def test_measure_json_is_to_json_of_the_reps(exercise: str) -> None:
     assert measures.measure_json(ex, table, vis, pose.t, signal, reps[:0])[2] == []
 
 
+def test_columns_of_some_reps_are_those_measured_alone() -> None:
+    """Each rep's measures depend on that rep alone: the columns of a subset (any order) taken from
+    those of all equal the subset measured on its own; a rep not measured gives None."""
+    m = B.squat(5, depth_deg=100.0)
+    pose = B.build(m)
+    table = angles.compute(pose)
+    _, vis = angles.compute_raw(pose)
+    reps = _built_reps(m)
+    ex = EXERCISES["squat"]
+    _, every = measures.columns(ex, table, vis, pose.t, m.get("knee"), reps)
+    assert every.of(reps) is every
+    some = reps[[3, 0, 2]]
+    taken, alone = every.of(some), measures.columns(ex, table, vis, pose.t, m.get("knee"), some)[1]
+    assert taken is not None
+    np.testing.assert_array_equal(taken.reps, alone.reps)
+    np.testing.assert_array_equal(taken.values, alone.values)
+    np.testing.assert_array_equal(taken.lows, alone.lows)
+    np.testing.assert_array_equal(taken.highs, alone.highs)
+    assert taken.faults == alone.faults and measures.reps_of(taken) == measures.reps_of(alone)
+    assert every.of(reps + np.array([1, 0, 0])) is None
+    none = every.of(reps[:0])
+    assert none is not None and measures.reps_of(none) == ((), [])
+    assert measures.reps_of(every)[0] == measures.measure_reps(ex, table, vis, pose.t, m.get("knee"), reps)
+
+
 def test_reps_built_by_drafts_are_reps() -> None:
     """measures builds Rep records through a mutable twin (for speed): the same frozen records."""
     import dataclasses

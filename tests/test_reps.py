@@ -249,3 +249,56 @@ def test_a_mask_never_walking_reuses_the_count_without_one() -> None:
                                     int(R.MAX_GAP_S * fps), still, R.NONE_FLOAT, R.WALK_SHARE, R.POSTURE_DEG,
                                     R.REST_BAND)
     np.testing.assert_array_equal(masked, R._count_prepared(base, rom, None, None).reps)
+
+
+@pytest.mark.parametrize("exercise", ["squat", "auto"])
+def test_long_clips_on_two_threads_finish_as_on_one(exercise: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clips of parallel.MIN_FRAMES or more share the features stage between two threads: same analysis."""
+    from pipeline import parallel
+
+    pose = B.build(B.squat(70), noise_m=0.01, seed=3, lost=((20.0, 20.5),))
+    assert len(pose) >= parallel.MIN_FRAMES
+    monkeypatch.setattr(parallel, "spare_core", lambda: True)  # two threads even on a busy machine
+    two = B.finish(pose, exercise)
+    monkeypatch.setattr(parallel, "MIN_FRAMES", 10**9)
+    one = B.finish(pose, exercise)
+    for a in (one, two):
+        a.summary.pop("timing")
+    assert two.summary == one.summary and two.reps == one.reps and len(one.reps) == 70
+    np.testing.assert_array_equal(two.angles.values, one.angles.values)
+    np.testing.assert_array_equal(two.primary_signal, one.primary_signal)
+
+
+def _alternating_shallow_curls(n: int = 6) -> PoseSeries:
+    """Curls of 50 degrees, arms in turn: the mean of both elbows moves 25 (under the 35 minimum),
+    each arm's own signal 50."""
+    m = B.curl(n)
+    t = np.arange(m.n) / m.fps
+    left = np.any([np.abs(t - p) < 1.1 for p in m.peaks[::2]], axis=0)
+    flex = (m.get("elbow") - 10.0) * 50.0 / np.ptp(m.get("elbow"))
+    return B.build(m.with_(elbow_l=10.0 + np.where(left, flex, 0.0), elbow_r=10.0 + np.where(left, 0.0, flex)),
+                   noise_m=0.005)
+
+
+@pytest.mark.parametrize(("clip", "exercise", "sides_add"), [
+    (lambda: B.build(B.squat(5), noise_m=0.005), "squat", False),
+    (_alternating_shallow_curls, "bicep_curl", True),
+])
+def test_finish_measures_the_final_reps(clip: Callable[[], PoseSeries], exercise: str, sides_add: bool) -> None:
+    """finish measures the combined signal's reps while the sides are counted; the reps it reports
+    are those of the final count measured on their own, also when a side added reps."""
+    from pipeline import angles, geometry, measures
+
+    pose = clip()
+    got = B.finish(pose, exercise)
+    geo = geometry.measure(pose)
+    ex = EXERCISES[exercise]
+    counter = R.Counter(geo.raw, geo.vis, angles.NAMES, pose.t, geo.raw[:, angles.NAMES.index("trunk_lean")])
+    walking = R.walking_mask(pose, geo=geo)
+    combined = counter.pieces(ex.components, ex.min_rom_deg, walking)[0]().reps
+    seg = R.drop_gait(counter.count(ex.components, ex.min_rom_deg, walking), geo.raw, geo.vis, angles.NAMES,
+                      ex.in_phase)
+    assert (len(seg.reps) > len(combined)) is sides_add
+    want = measures.measure_reps(ex, geo.table, geo.vis, pose.t, seg.signal, seg.reps)
+    assert got.reps == want and len(want) in (5, 6)
+    assert got.summary["reps"] == measures.to_json(want)
