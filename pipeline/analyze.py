@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import NamedTuple, cast
 
@@ -22,7 +23,7 @@ from .config import AUTO, AnalysisConfig
 from .decode import probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
-from .parallel import both, call, map2
+from .parallel import Once, call, map2
 from .pool import Progress, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, Rep, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
@@ -188,35 +189,30 @@ class _Counted(NamedTuple):
 def _count_and_measure(ex: Exercise, pose: PoseSeries, geo: geometry.Geometry, counter: R.Counter) -> _Counted:
     """The exercise's reps counted and measured, and the camera view.
 
-    On a long clip, pieces of about equal length run at once on two threads (:mod:`.parallel`):
-    the walking frames and the medians the exercise's signals are centred on; then each signal
-    made ready and counted, the combined signal's reps measured ahead (they are nearly always all
-    the reps: a body side adds reps, the gait check drops some, rarely) and the camera view.
+    On a long clip the pieces run on two threads (:mod:`.parallel`): the walking frames (first, on
+    the caller's thread: the counts need them), each of the exercise's signals made ready and
+    counted, the combined signal's reps measured with it (they are nearly always all the reps: a
+    body side adds reps, the gait check drops some, rarely; those are measured again) and the
+    camera view.
     """
     n, table, vis = len(pose), geo.table, geo.vis
-    walking, _ = both(lambda: R.walking_mask(pose, geo=geo), lambda: counter.centre(ex.components), n)
-    seg = counter.counted(ex.components, ex.min_rom_deg, walking)
-    ahead: tuple[np.ndarray, measures.Columns] | None = None  # (primary, the combined signal's reps measured)
-    if seg is None:
-        first, *sides = counter.pieces(ex.components, ex.min_rom_deg, walking)
+    find = Once(lambda: R.walking_mask(pose, geo=geo))  # the counts need it: usually found first, by the caller
+    first, *sides = counter.pieces(ex.components, ex.min_rom_deg, find)
 
-        def combined() -> tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]]:
-            s = first()
-            return s, measures.columns(ex, table, vis, pose.t, s.signal, s.reps)
+    def combined() -> tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]]:
+        s = first()
+        return s, measures.columns(ex, table, vis, pose.t, s.signal, s.reps)
 
-        out = map2(call, [combined, *sides, lambda: classify.detect_view(pose, geo)], n)
-        seg0, ahead = cast(tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]], out[0])
-        seg = counter.merge(ex.components, ex.min_rom_deg, walking,
-                            [seg0, *cast(list[R.Segmentation], out[1:-1])])
-        view = cast(tuple[str, float, float], out[-1])
-    else:
-        view = classify.detect_view(pose, geo)
+    pieces: list[Callable[[], object]] = [find, combined, *sides, lambda: classify.detect_view(pose, geo)]
+    out = map2(call, pieces, n)
+    walking = cast(np.ndarray, out[0])
+    seg0, ahead = cast(tuple[R.Segmentation, tuple[np.ndarray, measures.Columns]], out[1])
+    seg = counter.merge(ex.components, ex.min_rom_deg, walking, [seg0, *cast(list[R.Segmentation], out[2:-1])])
+    view = cast(tuple[str, float, float], out[-1])
     seg = R.drop_gait(seg, geo.raw, vis, angles.NAMES, ex.in_phase)
-    cols = ahead[1].of(seg.reps) if ahead is not None else None
-    if ahead is None or cols is None:
+    primary, cols = ahead[0], ahead[1].of(seg.reps)
+    if cols is None:
         primary, cols = measures.columns(ex, table, vis, pose.t, seg.signal, seg.reps)
-    else:
-        primary = ahead[0]
     reps, reps_json = measures.reps_of(cols)
     return _Counted(seg, reps, primary, reps_json, view)
 

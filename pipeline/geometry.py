@@ -69,7 +69,7 @@ class Geometry:
 
 
 _into: Callable[..., tuple[int, int]] = kernels.pose_geometry_into
-CHUNKS = 8  # a long clip's frames in this many ranges, taken in turn by two threads
+CHUNKS = 2  # a long clip's frames in this many ranges, one per thread (each range a GIL-free call)
 
 
 def _run(pose: PoseSeries, what: int) -> tuple[Any, ...]:
@@ -79,7 +79,8 @@ def _run(pose: PoseSeries, what: int) -> tuple[Any, ...]:
             POSTURE_LANDMARKS)
     n = len(pose)
     out = kernels.geometry_tables(n, len(angles.TRIPLES), what, args[1])
-    step = max(kernels.BLOCK, -(-n // CHUNKS) // kernels.BLOCK * kernels.BLOCK)
+    per = -(-n // CHUNKS)
+    step = max(kernels.BLOCK, -(-per // kernels.BLOCK) * kernels.BLOCK)  # whole blocks, rounded up
     counts = map2(lambda lo: _into(*args, lo, min(lo + step, n), *out), range(0, n, step), n)
     raw, vis, gated, *rest = out
     return (raw.T, vis.T, gated.T, *rest, sum(c[0] for c in counts), sum(c[1] for c in counts))

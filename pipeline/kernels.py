@@ -1089,6 +1089,42 @@ def count_reps(
     return lo, hi, refine_reps(s, found[keep], rest_band)
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def signal_inputs(
+    raw: np.ndarray, vis: np.ndarray, cols: np.ndarray, dirs: np.ndarray, weights: np.ndarray, meds: np.ndarray,
+    min_vis: float, min_den: float, max_gap: int, half: int, lags: int, y: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """``combine`` and the ``period_inputs`` of its result in one call: (x, filled, first, finite,
+    counts), y receiving the FFT's input."""
+    x = combine(raw, vis, cols, dirs, weights, meds, min_vis, min_den)
+    filled, first, finite, counts = period_inputs(x, max_gap, half, lags, y)
+    return x, filled, first, finite, counts
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def ready_signal(
+    ac: np.ndarray, counts: np.ndarray, n: int, fps: float, lo: int, hi: int, filled: np.ndarray,
+    first: np.ndarray, smooth_lo_s: float, smooth_hi_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(s, e_lo, e_hi, period s): a counting signal made ready from its autocorrelation sums ``ac``
+    (lags 0..hi-1; empty: no period) in one call: the period (``pick_period``; NaN when none),
+    the smoothing it sets (period / 20 within [smooth_lo_s, smooth_hi_s], 0 without a period)
+    and the envelope (two periods within [2, 8] s, 4 s without one), ``settle``."""
+    period = np.nan
+    if ac.shape[0]:
+        lag, _ = pick_period(ac, counts, n, lo, hi)
+        if lag >= 0:
+            period = lag / fps
+    if period == period:
+        half = max(1, int(round(min(max(period / 20, smooth_lo_s), smooth_hi_s) * fps)))  # as np.clip
+        span = 2.0 * period
+    else:
+        half = 0
+        span = 4.0
+    s, e_lo, e_hi = settle(filled, first, half, max(2, int(min(max(span, 2.0), 8.0) * fps / 2)))
+    return s, e_lo, e_hi, period
+
+
 # --------------------------------------------------------------------- rep filters
 
 

@@ -88,7 +88,7 @@ def combine(
     point is a maximum; an occluded side (low visibility) fades out and the
     visible side carries the signal. ``medians`` caches the per-column medians.
     """
-    cols = np.array([names.index(c.angle) for c in comps], np.int64)
+    cols, dirs, weights, min_den = _combine_args(names, comps, min_weight)
     meds = np.empty(len(cols))
     for i, j in enumerate(cols.tolist()):
         if medians is not None and j in medians:
@@ -97,10 +97,19 @@ def combine(
         meds[i] = kernels.masked_median(raw[:, j], vis[:, j], SOFT_VIS)  # NaN (left out): under two frames
         if medians is not None:
             medians[j] = meds[i]
+    return kernels.combine(raw, vis, cols, dirs, weights, meds, SOFT_VIS, min_den)
+
+
+@functools.lru_cache(maxsize=256)
+def _combine_args(
+    names: tuple[str, ...], comps: tuple[Component, ...], min_weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(columns, directions, weights, least total weight) of :func:`combine`'s kernel, built once."""
+    cols = np.array([names.index(c.angle) for c in comps], np.int64)
     dirs = np.array([float(c.direction) for c in comps])
     weights = np.array([float(c.weight) for c in comps])
     top = max((c.weight for c in comps), default=1.0)
-    return kernels.combine(raw, vis, cols, dirs, weights, meds, SOFT_VIS, min_weight * top)
+    return cols, dirs, weights, min_weight * top  # shared between calls: the kernels only read them
 
 
 @functools.cache
@@ -202,24 +211,49 @@ class _Prepared:
     e_hi: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class _Clip:
+    """What making any counting signal of one clip (n >= 3 frames) ready needs: its frame rate,
+    the lags its period is looked for at (dominant_periods' default range), the FFT's length."""
+
+    n: int
+    fps: float
+    a: int
+    b: int
+    size: int
+    gap: int  # frames of the longest gap filled
+    half0: int  # smoothing half-window before the period is known
+
+    @staticmethod
+    def of(t: np.ndarray) -> _Clip:
+        fps, n = _fps(t), len(t)
+        a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))
+        return _Clip(n, fps, a, b, _fft_len(n + b), max(1, int(MAX_GAP_S * fps)),
+                     max(1, int(round(SMOOTH_S[0] * fps))))
+
+    def ready(
+        self, x: np.ndarray, filled: np.ndarray, first: np.ndarray, finite: int, counts: np.ndarray, y: np.ndarray
+    ) -> _Prepared:
+        """x made ready from its ``period_inputs`` (y (1, size): the FFT's input): the period from
+        the autocorrelation (its own FFT: cheaper than several signals stacked in one call), then
+        smoothed by it (slower movements tolerate, and need, more) and enveloped, in one kernel."""
+        ac = NONE_FLOAT
+        if finite >= max(8, int(2 * 0.5 * self.fps)) and self.b > self.a + 1:  # as _periods
+            ac = np.fft.irfft(kernels.power(np.fft.rfft(y, self.size, axis=1)), self.size, axis=1)[0, : self.b]
+        s, e_lo, e_hi, period = kernels.ready_signal(ac, counts, self.n, self.fps, self.a, self.b, filled, first,
+                                                     *SMOOTH_S)
+        return _Prepared(x, s, period, self.fps, e_lo, e_hi)
+
+
 def _preparer(t: np.ndarray) -> Callable[[np.ndarray], _Prepared]:
     """A function making a signal of len(t) (>= 3) frames ready: filled, smoothed by its period
     and enveloped."""
-    fps = _fps(t)
-    n = len(t)
-    a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))  # dominant_periods' default range
-    size = _fft_len(n + b)
-    gap, half0 = max(1, int(MAX_GAP_S * fps)), max(1, int(round(SMOOTH_S[0] * fps)))
+    clip = _Clip.of(t)
 
-    def one(x: np.ndarray) -> _Prepared:  # its own FFT: cheaper than the signals stacked in one call
-        y = np.zeros((1, size))
-        filled, first, finite, counts = kernels.period_inputs(x, gap, half0, max(b, 0), y[0])
-        period = _periods(y, [finite], [counts], n, fps, 0.5, a, b)[0][0]
-        # slower movements tolerate (and need) more smoothing
-        half = max(1, int(round(np.clip(period / 20, *SMOOTH_S) * fps))) if np.isfinite(period) else 0
-        span_s = 2.0 * period if np.isfinite(period) else 4.0
-        s, e_lo, e_hi = kernels.settle(filled, first, half, max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2)))
-        return _Prepared(x, s, period, fps, e_lo, e_hi)
+    def one(x: np.ndarray) -> _Prepared:
+        y = np.zeros((1, clip.size))
+        filled, first, finite, counts = kernels.period_inputs(x, clip.gap, clip.half0, max(clip.b, 0), y[0])
+        return clip.ready(x, filled, first, finite, counts, y)
 
     return one
 
@@ -273,7 +307,7 @@ class Counter:
         self._prepared: dict[tuple[tuple[Component, ...], float], _Prepared] = {}
         self._counts: dict[tuple[object, ...], Segmentation] = {}
         self._masks: list[np.ndarray] = []  # keeps the walking masks (keyed by id) alive
-        self._one: Callable[[np.ndarray], _Prepared] | None = None  # makes a signal ready (per clip)
+        self._clip: _Clip | None = None  # what making its signals ready needs
 
     def prepare(self, exercises: list[tuple[Component, ...]]) -> None:
         """Make the combined and one-sided signals of these components ready (each signal once,
@@ -284,17 +318,28 @@ class Counter:
             self._prepared.update(zip(keys, map2(self._ready, keys, len(self.t)), strict=True))
 
     def _ready(self, key: tuple[tuple[Component, ...], float]) -> _Prepared:
-        """The signal of ``key`` (components, minimum weight) made ready (kept for the next count)."""
+        """The signal of ``key`` (components, minimum weight) made ready (kept for the next count):
+        combined and its period's inputs in one kernel, the FFT, then the rest in another."""
         prep = self._prepared.get(key)
-        if prep is None:
-            x = combine(self.raw, self.vis, self.names, key[0], key[1], self._medians)
-            if len(self.t) < 3:
-                prep = _Prepared(x, x, np.nan, 0.0, x, x)
-            else:
-                if self._one is None:
-                    self._one = _preparer(self.t)
-                prep = self._one(x)
-            self._prepared[key] = prep
+        if prep is not None:
+            return prep
+        comps, weight = key
+        if len(self.t) < 3:
+            x = combine(self.raw, self.vis, self.names, comps, weight, self._medians)
+            prep = _Prepared(x, x, np.nan, 0.0, x, x)
+        else:
+            if self._clip is None:
+                self._clip = _Clip.of(self.t)
+            clip = self._clip
+            cols, dirs, weights, min_den = _combine_args(self.names, comps, weight)
+            self.centre(comps)
+            meds = np.array([self._medians[j] for j in cols.tolist()])
+            y = np.zeros((1, clip.size))
+            x, filled, first, finite, counts = kernels.signal_inputs(
+                self.raw, self.vis, cols, dirs, weights, meds, SOFT_VIS, min_den, clip.gap, clip.half0,
+                max(clip.b, 0), y[0])
+            prep = clip.ready(x, filled, first, finite, counts, y)
+        self._prepared[key] = prep
         return prep
 
     def _mask(self, walking: np.ndarray | None) -> np.ndarray | None:
@@ -325,17 +370,20 @@ class Counter:
         return self._counts.get((comps, min_rom, None if walking is None else id(walking)))
 
     def pieces(
-        self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None
+        self, comps: tuple[Component, ...], min_rom: float,
+        walking: np.ndarray | Callable[[], np.ndarray] | None,
     ) -> list[Callable[[], Segmentation]]:
         """The work of :meth:`count` as one function per signal (the combined one first, then each
-        body side's), for a caller that shares it out with other work; :meth:`merge` their results."""
-        walking = self._mask(walking)
+        body side's), for a caller that shares it out with other work; :meth:`merge` their results.
+        ``walking`` may be a function giving the mask (called when a count needs it)."""
         return [functools.partial(self._count_one, k, min_rom, walking) for k in _signal_keys(comps)]
 
     def _count_one(
-        self, key: tuple[tuple[Component, ...], float], min_rom: float, walking: np.ndarray | None
+        self, key: tuple[tuple[Component, ...], float], min_rom: float,
+        walking: np.ndarray | Callable[[], np.ndarray] | None,
     ) -> Segmentation:
-        return _count_prepared(self._ready(key), min_rom, walking, self.posture)
+        prep = self._ready(key)
+        return _count_prepared(prep, min_rom, self._mask(walking() if callable(walking) else walking), self.posture)
 
     def merge(
         self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None, segs: list[Segmentation]

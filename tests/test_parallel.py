@@ -60,8 +60,8 @@ def test_the_helper_shares_no_pieces_of_its_own(idle_core: None) -> None:
         assert [x for x, _ in inner] == [0, 1, 2] and len({name for _, name in inner}) == 1
 
 
-def test_map2_never_waits_for_a_slow_helper(idle_core: None) -> None:
-    """A piece the helper is slow on is done again by the caller, whose result is kept."""
+def test_a_helper_with_no_core_costs_a_short_wait(idle_core: None) -> None:
+    """A piece the helper is stuck on is done again by the caller after a short wait, its result kept."""
 
     def piece(x: int) -> tuple[int, str]:
         if threading.current_thread().name == parallel.HELPER_NAME:
@@ -72,6 +72,35 @@ def test_map2_never_waits_for_a_slow_helper(idle_core: None) -> None:
     out = parallel.map2(piece, [0, 1, 2], N)
     assert time.perf_counter() - t0 < 0.5
     assert [x for x, _ in out] == [0, 1, 2] and {name for _, name in out} == {threading.current_thread().name}
+
+
+def test_a_helper_a_little_slower_is_waited_for(idle_core: None) -> None:
+    """The caller waits for a piece the helper is on (up to twice its own time per piece) rather than
+    doing it again: each piece runs once."""
+    calls: list[int] = []
+
+    def piece(x: int) -> tuple[int, str]:
+        calls.append(x)
+        time.sleep(0.06 if threading.current_thread().name == parallel.HELPER_NAME else 0.04)
+        return x, threading.current_thread().name
+
+    out = parallel.map2(piece, [0, 1], N)
+    assert out == [(0, threading.current_thread().name), (1, parallel.HELPER_NAME)]
+    assert sorted(calls) == [0, 1]
+
+
+def test_a_piece_failing_on_the_helper_is_raised_by_the_caller_at_once(idle_core: None) -> None:
+    def piece(x: int) -> int:
+        if x == 1:
+            time.sleep(0.01)
+            raise ValueError("one")
+        time.sleep(0.03)
+        return x
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="one"):
+        parallel.map2(piece, [0, 1], N)
+    assert time.perf_counter() - t0 < 0.06  # no wait for the patience to run out
 
 
 def test_map2_in_a_forked_child(idle_core: None) -> None:
