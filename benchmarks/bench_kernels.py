@@ -10,7 +10,9 @@
 - ``test_full_features``: ``pipeline.analyze.finish`` (everything after inference) on a
   synthetic 18,000-frame squat clip (10 min at 30 fps), with ``squat`` given and ``auto``;
   ``test_full_features_one_thread`` the same without the helper thread of
-  :mod:`pipeline.parallel` (what the second core adds depends on its being free).
+  :mod:`pipeline.parallel`. The helper takes pieces only while a core is idle
+  (``parallel.spare_core``): run on a quiet machine; ``extra_info["spare_core"]`` says in how
+  many of the stage's shares a core was free.
 
 Inputs are realistic: the real angle triples over (n, 36, 3) points (33 landmarks plus the
 virtual ones), a noisy rest -> turn -> rest cosine train with NaN runs, per-frame thresholds
@@ -117,17 +119,17 @@ def _clip() -> PoseSeries:
 
 
 @pytest.mark.parametrize("exercise", ["squat", "auto"])
-def test_full_features(benchmark: BenchmarkFixture, exercise: str) -> None:
-    _full_features(benchmark, exercise, "")
+def test_full_features(benchmark: BenchmarkFixture, exercise: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _full_features(benchmark, exercise, "", monkeypatch)
 
 
 @pytest.mark.parametrize("exercise", ["squat", "auto"])
 def test_full_features_one_thread(benchmark: BenchmarkFixture, exercise: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_FRAMES", 10**9)
-    _full_features(benchmark, exercise, ", one thread")
+    _full_features(benchmark, exercise, ", one thread", monkeypatch)
 
 
-def _full_features(benchmark: BenchmarkFixture, exercise: str, group: str) -> None:
+def _full_features(benchmark: BenchmarkFixture, exercise: str, group: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pose = _clip()
     assert len(pose) == CLIP_FRAMES
     info = VideoInfo("bench.mp4", len(pose), FPS, 1280, 720, 0, 0)
@@ -138,8 +140,18 @@ def _full_features(benchmark: BenchmarkFixture, exercise: str, group: str) -> No
         return analyze.finish(info, pose, cfg, model, stride=1, wall_s=0.0, infer_s=0.0)
 
     run()  # warm: JIT, first-call imports
+    spare = [0, 0]  # shares without, with a free core
+    is_spare = parallel.spare_core
+
+    def counted() -> bool:
+        free = is_spare()
+        spare[free] += 1
+        return free
+
+    monkeypatch.setattr(parallel, "spare_core", counted)
     benchmark.group = f"full features n={CLIP_FRAMES}{group}"
     result = benchmark(run)
+    benchmark.extra_info["spare_core"] = f"{spare[1]}/{sum(spare)}"
     benchmark.extra_info["rep_count"] = result.summary["rep_count"]
     benchmark.extra_info["exercise"] = result.summary["exercise"]
     assert result.summary["rep_count"], "the benchmark clip should yield reps (else it times the wrong path)"
