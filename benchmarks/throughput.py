@@ -383,25 +383,26 @@ class DaskService(Service):
         self.cluster.close()
 
 
-def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float,
-                 dask: Service | None = None) -> dict[str, Run]:
-    from pipeline.cache import CacheConfig
+def median_run(make: Callable[[], Run], repeat: int) -> Run:
+    """The run of median wall time out of ``repeat``."""
+    return sorted((make() for _ in range(repeat)), key=lambda r: r.wall_s)[repeat // 2]
 
-    def median_run(make: Callable[[], Run]) -> Run:
-        return sorted((make() for _ in range(repeat)), key=lambda r: r.wall_s)[repeat // 2]
+
+def measure_clip(clip: str, svc: Service, repeat: int, model: Path, c_fps: float) -> dict[str, Run]:
+    """Modes (a)-(f) on one clip ((g) runs after every clip's, with no Dask cluster beside these)."""
+    from pipeline.cache import CacheConfig
 
     xdg = fresh_xdg(model)
     try:
         cache = CacheConfig(disk_path=xdg / "bench-cache.sqlite3")
-        runs = {"a": median_run(lambda: naive_run(clip)),
-                "b": median_run(lambda: svc.run(clip, 0.0, None)),
-                "c": median_run(lambda: svc.run(clip, c_fps, None))}
+        runs = {"a": median_run(lambda: naive_run(clip), repeat),
+                "b": median_run(lambda: svc.run(clip, 0.0, None), repeat),
+                "c": median_run(lambda: svc.run(clip, c_fps, None), repeat)}
         svc.run(clip, c_fps, cache)  # fills the result cache
-        runs["d"] = median_run(lambda: svc.run(clip, c_fps, cache))
-        runs["e"] = median_run(lambda: ceiling_run(clip, svc.workers, model, svc.base.max_side))
-        runs["f"] = median_run(lambda: cli_run(clip, svc.workers, xdg, ["--fps", f"{c_fps:g}", "--no-cache"]))
-        if dask is not None:
-            runs["g"] = median_run(lambda: dask.run(clip, 0.0, None))
+        runs["d"] = median_run(lambda: svc.run(clip, c_fps, cache), repeat)
+        runs["e"] = median_run(lambda: ceiling_run(clip, svc.workers, model, svc.base.max_side), repeat)
+        runs["f"] = median_run(lambda: cli_run(clip, svc.workers, xdg, ["--fps", f"{c_fps:g}", "--no-cache"]),
+                               repeat)
     finally:
         shutil.rmtree(xdg, ignore_errors=True)
     return runs
@@ -520,18 +521,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     (c_fps, c_note), t0, load0 = default_rate(), time.perf_counter(), os.getloadavg()
     clips: list[dict[str, Any]] = []
     svc = Service(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
-    dask = None
+    per_clip: list[dict[str, Run]] = []
     try:
-        dask = None if args.no_dask else DaskService(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
         for clip in args.videos:
             print(f"throughput: {clip}", file=sys.stderr, flush=True)
-            runs = measure_clip(clip, svc, args.repeat, model, c_fps, dask)
-            clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
+            per_clip.append(measure_clip(clip, svc, args.repeat, model, c_fps))
         pool_rss = {"warm": svc.rss_warm, "end": svc.worker_rss(), "frames": svc.frames}
     finally:
         svc.close()
-        if dask is not None:
+    if not args.no_dask:  # after the others: an idle cluster beside them took ~4% of (b)'s frames/s
+        dask = DaskService(args.workers, cfg.model_cache, cfg.max_side, args.videos[0])
+        try:
+            for clip, runs in zip(args.videos, per_clip, strict=True):
+                print(f"throughput (g): {clip}", file=sys.stderr, flush=True)
+                runs["g"] = median_run(lambda: dask.run(clip, 0.0, None), args.repeat)  # noqa: B023 - run at once
+        finally:
             dask.close()
+    for clip, runs in zip(args.videos, per_clip, strict=True):
+        clips.append({"clip": Path(clip).name, "frames": runs["b"].frames, "runs": summarize(runs)})
     meta: dict[str, Any] = {"pool_rss": pool_rss,
         "workers": args.workers, "repeat": args.repeat, "cpus": os.cpu_count(), "c_fps": c_fps, "c_note": c_note,
         "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in os.getloadavg()],

@@ -465,6 +465,31 @@ def count_reps(
     return lo, hi, refine_reps(s, found[keep], rest_band)
 
 
+def signal_inputs(
+    raw: Floats, vis: Floats, cols: Ints, dirs: Floats, weights: Floats, meds: Floats, min_vis: float,
+    min_den: float, max_gap: int, half: int, lags: int, y: Floats,
+) -> tuple[Floats, Floats, Floats, int, Ints]:
+    """(x, filled, first, finite, counts): combine, then period_inputs of its result."""
+    x = combine(raw, vis, cols, dirs, weights, meds, min_vis, min_den)
+    return (x, *period_inputs(x, max_gap, half, lags, y))
+
+
+def ready_signal(
+    ac: Floats, counts: Ints, n: int, fps: float, lo: int, hi: int, filled: Floats, first: Floats,
+    smooth_lo_s: float, smooth_hi_s: float,
+) -> tuple[Floats, Floats, Floats, float]:
+    """(s, e_lo, e_hi, period s) as the counter wrote it in Python: the period from pick_period
+    (none when ac is empty), smoothing period / 20 clipped, envelope two periods clipped to 2-8 s."""
+    period = float("nan")
+    if len(ac):
+        lag, _ = pick_period(ac, counts, n, lo, hi)
+        if lag >= 0:
+            period = lag / fps
+    half = max(1, int(round(np.clip(period / 20, smooth_lo_s, smooth_hi_s) * fps))) if np.isfinite(period) else 0
+    span_s = 2.0 * period if np.isfinite(period) else 4.0
+    return (*settle(filled, first, half, max(2, int(np.clip(span_s, 2.0, 8.0) * fps / 2))), period)
+
+
 # ------------------------------------------------------------------ rep filters
 
 

@@ -23,7 +23,9 @@ Steps:
 Every per-frame loop is a kernel of :mod:`pipeline.kernels`; a :class:`Counter` keeps
 what several counts on one clip share (auto detection tries each exercise's counter,
 then the chosen one counts again with the walking filter): per-angle medians, the
-combined signals with their smoothing, period and envelope, and finished counts.
+combined signals with their smoothing, period and envelope, and finished counts. On a long
+clip its signals are made ready and counted on two threads while a core is idle
+(:mod:`pipeline.parallel`), each in two kernels around its FFT.
 """
 
 from __future__ import annotations
@@ -258,12 +260,6 @@ def _preparer(t: np.ndarray) -> Callable[[np.ndarray], _Prepared]:
     return one
 
 
-def _prepare(signals: list[np.ndarray], t: np.ndarray) -> list[_Prepared]:
-    """Each signal (length >= 3) made ready by :func:`_preparer` (a long clip's signals shared
-    between two threads)."""
-    return map2(_preparer(t), signals, len(t))
-
-
 def _count_prepared(
     prep: _Prepared, min_rom: float, walking: np.ndarray | None, posture: np.ndarray | None
 ) -> Segmentation:
@@ -291,7 +287,7 @@ def segment(
     if len(signal) < 3:
         e = np.full(len(signal), np.nan)
         return Segmentation(signal, e, e, np.zeros((0, 3), np.int64), float("nan"))
-    return _count_prepared(_prepare([np.asarray(signal, np.float64)], t)[0], min_rom, walking, posture)
+    return _count_prepared(_preparer(t)(np.asarray(signal, np.float64)), min_rom, walking, posture)
 
 
 class Counter:

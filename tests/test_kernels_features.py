@@ -354,6 +354,43 @@ def test_prepare_kernels(case: str) -> None:
             np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("fps", (12.0, 25.0, 30.0, 60.0))
+def test_signal_kernels(seed: int, fps: float) -> None:
+    """A counting signal made ready in two kernels around the FFT: signal_inputs is combine then
+    period_inputs (to the bit), ready_signal the period, smoothing and envelope as the counter's
+    Python picked them (its twin, within the twin's rounding; the period to the bit)."""
+    n = 1500
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    wave = 60.0 * (1 - np.cos(2 * np.pi * t / rng.uniform(0.8, 4.0)))
+    raw = np.stack([with_nan_runs(120.0 - wave + rng.normal(0, 3, n), seed + j) for j in range(4)], axis=1)
+    vis = rng.uniform(0.0, 1.0, (n, 4))
+    cols, dirs, weights = np.arange(4), np.array([-1.0, -1.0, -1.0, -1.0]), np.array([1.0, 1.0, 0.5, 0.5])
+    meds = np.array([kernels.masked_median(raw[:, j], vis[:, j], 0.15) for j in range(4)])
+    meds[3] = np.nan if seed == 1 else meds[3]  # a component too rarely seen: left out
+    a, b = int(0.5 * fps), min(n - 1, int(10.0 * fps))
+    size = n + b
+    y_got, y_want = np.zeros(size), np.zeros(size)
+    args = (raw, vis, cols, dirs, weights, meds, 0.15, 0.35, 12, 2, b)
+    got = kernels.signal_inputs(*args, y_got)
+    x = kernels.combine(raw, vis, cols, dirs, weights, meds, 0.15, 0.35)
+    y_again = np.zeros(size)
+    same(got, (x, *kernels.period_inputs(x, 12, 2, b, y_again)))
+    same(y_got, y_again)
+    for g, w in zip(got + (y_got,), reference.signal_inputs(*args, y_want) + (y_want,), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+    _, filled, first, _, counts = got
+    ac = np.fft.irfft(kernels.power(np.fft.rfft(y_got)), size)[:b]
+    for a_c in (ac, np.zeros(0)):  # with the autocorrelation, and without (too few frames)
+        ready = kernels.ready_signal(a_c, counts, n, fps, a, b, filled, first, 0.08, 0.15)
+        twin = reference.ready_signal(a_c, counts, n, fps, a, b, filled, first, 0.08, 0.15)
+        same(ready[3], twin[3])
+        for g, w in zip(ready[:3], twin[:3], strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-9)
+    assert np.isfinite(kernels.ready_signal(ac, counts, n, fps, a, b, filled, first, 0.08, 0.15)[3])
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_count_reps(seed: int) -> None:
     s, _ = rep_case(seed)
