@@ -18,9 +18,6 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-
-from . import mp4
 from .cache import CacheConfig
 from .errors import FormcheckError, WorkerError
 from .infer import ChunkJob, ChunkResult, InferOptions, libc, run_chunk, warm
@@ -30,9 +27,6 @@ Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 45  # analyzed frames; below this a chunk's lead-in costs more than it saves
 LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-acquired
-# a frame decoded on a seek's way from its keyframe (decode only) costs about this share of an
-# analyzed one (decode + inference): 0.9 ms against ~21 ms at 720p here
-SEEK_SHARE = 1 / 20
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
@@ -123,45 +117,21 @@ def plan_chunks(
     """Split the clip into chunks on the stride grid; each but the first decodes a lead-in first.
 
     Every chunk gets the same work: the first one's share is larger by the lead-in the others
-    infer before their first frame, and by the frames they decode on the way to it from the
-    keyframe before (:func:`pipeline.mp4.keyframes`; SEEK_SHARE of an analyzed frame each). The
-    last chunk reads to the real end of the stream (frame counts in headers lie).
+    infer before their first frame. The last chunk reads to the real end of the stream
+    (frame counts in headers lie).
     """
     analyzed = math.ceil(info.frames / stride)
     n = chunk_count(analyzed, workers)
     lead_n = math.ceil(LEAD_S * info.fps / stride)  # analyzed frames of lead-in
     lead = lead_n * stride
-    keys = mp4.keyframes(info.path) if n > 1 else None
+    share = (analyzed + (n - 1) * lead_n) / n  # work per chunk, lead-ins included
+    # chunk k >= 1 covers share - lead_n analyzed frames; cuts on the stride grid
+    cuts = sorted({0, *(int(round(share + (k - 1) * (share - lead_n))) * stride for k in range(1, n))})
     jobs = []
-    cuts = _cuts(analyzed, n, lead_n, stride, keys)
     for i, a in enumerate(cuts):
         b = cuts[i + 1] if i + 1 < len(cuts) else None
         jobs.append(ChunkJob(info.path, a, b, max(0, a - lead), stride, max_side, info.fps, options, cache))
     return jobs
-
-
-def _cuts(analyzed: int, n: int, lead_n: int, stride: int, keys: np.ndarray | None) -> list[int]:
-    """The first source frame of each of n chunks (on the stride grid), equal in work: analyzed
-    frames, plus for each chunk but the first its lead-in and SEEK_SHARE per frame decoded from
-    the keyframe before the lead-in (none when ``keys`` is None: unknown, or every frame one)."""
-    waste = [0.0] * n  # seek cost of each chunk, in analyzed frames
-    starts = [0]
-    for _ in range(3):  # the seek costs depend on where the cuts fall: settle them
-        share = (analyzed + (n - 1) * lead_n + sum(waste)) / n
-        starts, at = [0], share
-        for k in range(1, n):
-            starts.append(min(analyzed - 1, max(starts[-1] + 1, int(round(at)))))
-            at += share - lead_n - waste[k]
-        waste = [0.0, *(SEEK_SHARE * _decoded_before(max(0, (s - lead_n) * stride), keys) for s in starts[1:])]
-    return sorted({s * stride for s in starts})
-
-
-def _decoded_before(frame: int, keys: np.ndarray | None) -> int:
-    """Frames decoded to reach ``frame`` from the keyframe at or before it."""
-    if keys is None or len(keys) == 0 or frame <= 0:
-        return 0
-    i = int(np.searchsorted(keys, frame, side="right")) - 1
-    return frame - int(keys[i]) if i >= 0 else frame
 
 
 def run_chunks(

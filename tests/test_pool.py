@@ -10,7 +10,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import imageio_ffmpeg
-import numpy as np
 import pytest
 from helpers import REPO
 
@@ -75,42 +74,6 @@ def test_one_equal_chunk_per_worker_when_the_clip_affords_it(analyzed: int, work
         work = [(j.stop or analyzed) - j.lead_start for j in jobs]  # frames each worker infers
         assert len(jobs) == chunks and max(work) - min(work) <= 1, work
         assert jobs[0].lead_start == 0 and all(j.start - j.lead_start == 15 for j in jobs[1:])
-
-
-@pytest.mark.parametrize(("keys", "stride", "workers"), [
-    (np.arange(0, 900, 250), 1, 2), (np.arange(0, 900, 250), 2, 2), (np.array([0]), 1, 2),
-    (np.arange(0, 900, 100), 1, 3), (np.arange(0, 900, 30), 3, 4),
-])
-def test_chunks_share_the_decoding_a_seek_costs(keys: np.ndarray, stride: int, workers: int,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """A chunk that starts inside the clip decodes from the keyframe before its lead-in: the plan
-    counts those frames (SEEK_SHARE each) so that every worker's work is the same."""
-    monkeypatch.setattr(pool.mp4, "keyframes", lambda path: keys)
-    info = VideoInfo("x.mp4", 900, 30.0, 64, 64, 0, 1)
-    analyzed = -(-900 // stride)
-    jobs = pool.plan_chunks(info, stride, workers, 0, InferOptions("m"))
-    assert len(jobs) == workers and jobs[0].start == 0 and jobs[-1].stop is None
-    for a, b in zip(jobs, jobs[1:], strict=False):
-        assert a.stop == b.start and b.start % stride == 0
-
-    def work(j: ChunkJob) -> float:
-        frames = ((j.stop or analyzed * stride) - j.lead_start) / stride
-        return frames + pool.SEEK_SHARE * pool._decoded_before(j.lead_start, keys)
-
-    works = [work(j) for j in jobs]
-    assert max(works) - min(works) <= 1 + pool.SEEK_SHARE * stride * 30, works  # within a frame and a GOP's step
-    plain = [((j.stop or analyzed * stride) - j.lead_start) / stride for j in jobs]
-    for j, frames in zip(jobs[1:], plain[1:], strict=True):
-        if pool.SEEK_SHARE * pool._decoded_before(j.lead_start, keys) >= 2:
-            assert frames < plain[0], "a chunk that decodes far from its keyframe gets fewer frames"
-    assert any(pool.SEEK_SHARE * pool._decoded_before(j.lead_start, keys) >= 2 for j in jobs[1:]) is (
-        len(keys) == 1 or bool(keys[1] >= 100)), "the case tests what it says"
-
-
-def test_decoded_before_counts_from_the_keyframe_at_or_before() -> None:
-    keys = np.array([0, 250, 500])
-    assert [pool._decoded_before(f, keys) for f in (0, 10, 250, 260, 499, 700)] == [0, 10, 0, 10, 249, 200]
-    assert pool._decoded_before(260, None) == 0 and pool._decoded_before(260, np.array([100])) == 160
 
 
 @pytest.mark.parametrize(("clip_fps", "target", "stride"), [
