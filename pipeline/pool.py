@@ -8,7 +8,6 @@ loads the model lazily on whatever process runs it.
 
 from __future__ import annotations
 
-import logging
 import math
 import multiprocessing as mp
 import os
@@ -18,15 +17,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 
 from .cache import CacheConfig
 from .errors import FormcheckError, WorkerError
 from .infer import ChunkJob, ChunkResult, InferOptions, libc, run_chunk, warm
 from .records import VideoInfo
-from .subject import switched
 
-log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 45  # analyzed frames; below this a chunk's lead-in costs more than it saves
@@ -136,33 +132,6 @@ def plan_chunks(
         b = cuts[i + 1] if i + 1 < len(cuts) else None
         jobs.append(ChunkJob(info.path, a, b, max(0, a - lead), stride, max_side, info.fps, options, cache))
     return jobs
-
-
-def follow_subject(
-    jobs: list[ChunkJob], results: list[ChunkResult], executor: Executor | None, total: int
-) -> list[ChunkResult]:
-    """Chunks that start tracking another person than the previous chunk ended on, run again as
-    one chunk with it (``jobs`` and ``results`` in clip order; the chunks merged are returned as one).
-
-    Each chunk tracks from a fresh detection, which may pick someone else than the subject (two
-    people side by side): its frames were then dropped as another person's, and a rep at the
-    boundary was lost. Run in one piece, the pair tracks the person of the first frame, as an
-    analysis in one chunk does. Rare, and costs the pair's frames again on one worker.
-    """
-    jobs, results = list(jobs), list(results)
-    i = 1
-    while i < len(results):
-        a, b = results[i - 1], results[i]
-        if len(a.frame) and len(b.frame) and switched(a.xy[-1], b.xy[0]):
-            log.info("chunk at frame %d tracks another person: chunks %d-%d again as one", b.start, i - 1, i)
-            # without the frame cache: its frames of the other person would come back, untracked
-            merged = replace(jobs[i - 1], stop=jobs[i].stop, cache=None)
-            jobs[i - 1 : i + 1] = [merged]
-            results[i - 1 : i + 1] = run_chunks([merged], executor, total)
-            i = max(1, i - 1)
-        else:
-            i += 1
-    return results
 
 
 def run_chunks(

@@ -10,7 +10,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import imageio_ffmpeg
-import numpy as np
 import pytest
 from helpers import REPO
 
@@ -218,78 +217,3 @@ def test_malloc_arenas_are_limited_for_the_api_process() -> None:
     assert arenas("default") > 2
     assert arenas("2") == 2
     assert arenas("1") == 1
-
-
-def _result(job: ChunkJob, x: float, frames: int) -> object:
-    """A chunk result whose person stands at x (frame widths) on every frame."""
-    from pipeline.infer import ChunkResult
-
-    xy = np.zeros((frames, 1, 33, 2), np.float32)
-    xy[..., 0] = x + np.linspace(0.0, 0.1, 33)
-    xy[..., 1] = np.linspace(0.1, 0.9, 33)
-    return ChunkResult(job.start, np.arange(job.start, job.start + frames), np.arange(frames) / 30.0, xy,
-                       np.ones((frames, 1, 33), np.float32), np.zeros((frames, 1, 33, 3), np.float32), (64, 64),
-                       0.0, 0)
-
-
-@pytest.mark.parametrize(("xs", "merged"), [
-    ((0.3, 0.3), None), ((0.3, 0.6), 0), ((0.3, 0.3, 0.6), 1),
-    ((0.3, 0.6, 0.3), 0),  # chunks 0-1 run again (on the first person): then chunk 2 follows on
-])
-def test_a_chunk_that_tracks_another_person_runs_again_with_the_one_before(
-    xs: tuple[float, ...], merged: int | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """follow_subject: where a chunk starts on another person than the previous one ended on, the
-    two run again as one chunk, without the frame cache (its frames of the other person)."""
-    from pipeline.cache import CacheConfig
-
-    info = VideoInfo("x.mp4", 300 * len(xs), 30.0, 64, 64, 0, 1)
-    jobs = pool.plan_chunks(info, 1, len(xs), 0, InferOptions("m"), CacheConfig(disk_path=tmp_path / "c.sqlite3"))
-    assert len(jobs) == len(xs)
-    ran: list[ChunkJob] = []
-
-    def rerun(job: ChunkJob) -> object:
-        ran.append(job)
-        return _result(job, xs[0], ((job.stop or info.frames) - job.start))
-
-    monkeypatch.setattr(pool, "run_chunk", rerun)
-    results = [_result(j, x, (j.stop or info.frames) - j.start) for j, x in zip(jobs, xs, strict=True)]
-    out = pool.follow_subject(jobs, results, None, info.frames)  # type: ignore[arg-type]
-    assert sum(len(r.frame) for r in out) == info.frames, "every frame once, in order"
-    assert np.all(np.diff(np.concatenate([r.frame for r in out])) == 1)
-    if merged is None:
-        assert ran == [] and len(out) == len(jobs)
-    else:
-        (job,) = ran
-        assert (job.start, job.lead_start, job.stop) == (jobs[merged].start, jobs[merged].lead_start,
-                                                         jobs[merged + 1].stop)
-        assert job.cache is None and len(out) == len(jobs) - 1
-
-
-def test_the_dev_clip_with_two_women_counts_both_reps_wherever_the_chunks_meet(
-    xdg_cache: Path, dev_dir: Path
-) -> None:
-    """jumpingjack_kaiakol_1: two women jump in sync. A second chunk starting at frame 89 (lead-in
-    from 74) tracks the other woman; run again with the first, the clip counts its 2 reps at the
-    labeled turning points, as in one chunk."""
-    import dataclasses
-
-    from api import settings
-    from pipeline import analyze
-    from pipeline.subject import select
-
-    clip = str(dev_dir / "jumpingjack_kaiakol_1.mp4")
-    cfg = AnalysisConfig(model_cache=settings.load({"XDG_CACHE_HOME": str(xdg_cache)}).model_cache, fps=0.0,
-                         exercise="jumping_jack", cache=None)
-    model = analyze.resolve_model(cfg)
-    info = decode.probe(clip)
-    first, second = pool.plan_chunks(info, 1, 2, cfg.max_side, analyze.infer_options(cfg, model))
-    jobs = [dataclasses.replace(first, stop=89), dataclasses.replace(second, start=89, lead_start=74)]
-    results = pool.run_chunks(jobs, None, info.frames)
-    assert pool.switched(results[0].xy[-1], results[1].xy[0]), "the case tests what it says"
-    followed = pool.follow_subject(jobs, results, None, info.frames)
-    assert len(followed) == 1
-    frame, t, xy, vis, world = analyze.stitch(followed)
-    pose = select(frame, t, xy, vis, world, followed[0].size[0] / followed[0].size[1])
-    done = analyze.finish(info, pose, cfg, model, 1, 0.0, 0.0)
-    assert [round(r.peak_s, 1) for r in done.reps] == [1.0, 3.0]

@@ -98,19 +98,3 @@ def test_no_candidates_at_all() -> None:
     got = _select(main, main.xy[:, None], main.visibility[:, None], main.world[:, None])
     assert not got.detected.any()
     assert subject.choose(np.full((0, 2, 33, 2), np.nan)).shape == (0,)
-
-
-def _frame(dx: float = 0.0) -> np.ndarray:
-    """One frame's first candidate (1, 33, 2): a standing person's landmarks moved dx (frame widths)."""
-    pose = B.build(B.squat(1), noise_m=0.0)
-    return pose.xy[:1].astype(np.float64) + np.array([dx, 0.0])
-
-
-@pytest.mark.parametrize(("dx", "jumped"), [(0.0, False), (0.02, False), (0.06, False), (0.3, True), (-0.4, True)])
-def test_switched_tells_another_person_at_a_chunk_boundary(dx: float, jumped: bool) -> None:
-    before = _frame()
-    height = float(subject._boxes(before[0])[1])
-    assert (abs(dx) > subject.BOUNDARY_JUMP * height) is jumped, "the case is on the side it says"
-    assert subject.switched(before, _frame(dx)) is jumped
-    assert subject.switched(before, np.full_like(before, np.nan)) is False  # no pose: nothing to tell
-    assert subject.switched(np.full_like(before, np.nan), _frame(dx)) is False
