@@ -8,10 +8,11 @@ stage measures per frame:
 - the image scale (frame heights per metre of the least foreshortened body segment) and
   the hip midpoint's x, from which :mod:`pipeline.reps` tells walking from exercising;
 - the shoulder and hip lines in the world and the shoulders' order in the image, from
-  which :mod:`pipeline.classify` reads the camera view.
+  which :mod:`pipeline.classify` reads the camera view;
+- on request, the posture series the exercise classifier reads (arm height, stance).
 
 Frames are independent: a long clip's ranges of frames are measured by two threads at once
-(:mod:`pipeline.parallel`), about 1.6x faster when a second core is free.
+(:mod:`pipeline.parallel`) while a core is idle: 1.9 -> 1.15 ms on 18,000 frames here.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ the answers are the same to the bit.
 - ``masked_median``, ``combine``: the visibility-weighted combined signal.
 - ``centre_finite``, ``lag_counts``, ``power``, ``pick_period``: the autocorrelation period estimate.
 - ``period_inputs``, ``settle``, ``count_reps``: a counting signal's preparation and count in
-  three calls (the single kernels above in turn, the GIL released).
+  three calls (the single kernels above in turn, the GIL released); ``signal_inputs`` (combine +
+  period_inputs) and ``ready_signal`` (pick_period + the smoothing and envelope it sets +
+  settle): a counter's signal made ready in two calls around its FFT.
 - ``segment_reps``: hysteresis state machine over per-frame thresholds -> (start, peak, end).
 - ``valid_reps``, ``refine_reps``, ``add_disjoint``, ``gait_votes``: filters and fixes on the reps.
 - ``walking``: frames where the body travels rather than exercising in place.

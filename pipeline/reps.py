@@ -91,15 +91,17 @@ def combine(
     visible side carries the signal. ``medians`` caches the per-column medians.
     """
     cols, dirs, weights, min_den = _combine_args(names, comps, min_weight)
-    meds = np.empty(len(cols))
-    for i, j in enumerate(cols.tolist()):
-        if medians is not None and j in medians:
-            meds[i] = medians[j]
-            continue
-        meds[i] = kernels.masked_median(raw[:, j], vis[:, j], SOFT_VIS)  # NaN (left out): under two frames
-        if medians is not None:
-            medians[j] = meds[i]
+    meds = _medians(raw, vis, cols.tolist(), {} if medians is None else medians)
     return kernels.combine(raw, vis, cols, dirs, weights, meds, SOFT_VIS, min_den)
+
+
+def _medians(raw: np.ndarray, vis: np.ndarray, cols: list[int], cache: dict[int, float]) -> np.ndarray:
+    """The clip median of each column (seen at SOFT_VIS or more; NaN, left out, under two frames),
+    from ``cache`` where it is there, else found and put there."""
+    for j in cols:
+        if j not in cache:
+            cache[j] = kernels.masked_median(raw[:, j], vis[:, j], SOFT_VIS)
+    return np.array([cache[j] for j in cols], np.float64)
 
 
 @functools.lru_cache(maxsize=256)
@@ -159,13 +161,18 @@ def dominant_periods(
     return _periods(ys, finite, counts, n, fps, lo_s, a, b)
 
 
+def _has_period(finite: int, fps: float, lo_s: float, a: int, b: int) -> bool:
+    """Enough finite frames (two of the shortest periods, 8 at least) and lags a..b to look at."""
+    return finite >= max(8, int(2 * lo_s * fps)) and b > a + 1
+
+
 def _periods(
     ys: np.ndarray, finite: list[int], counts: list[np.ndarray], n: int, fps: float, lo_s: float, a: int, b: int
 ) -> list[tuple[float, float]]:
     # (period s, strength) of each row of ys (centred signals, zero-padded to the FFT's length) from
     # its finite frames and lag counts; (NaN, 0) without enough frames or lags, or without a peak
     out = [(float("nan"), 0.0)] * len(ys)
-    todo = [i for i in range(len(ys)) if finite[i] >= max(8, int(2 * lo_s * fps)) and b > a + 1]
+    todo = [i for i in range(len(ys)) if _has_period(finite[i], fps, lo_s, a, b)]
     if not todo:
         return out
     size = ys.shape[1]
@@ -240,7 +247,7 @@ class _Clip:
         the autocorrelation (its own FFT: cheaper than several signals stacked in one call), then
         smoothed by it (slower movements tolerate, and need, more) and enveloped, in one kernel."""
         ac = NONE_FLOAT
-        if finite >= max(8, int(2 * 0.5 * self.fps)) and self.b > self.a + 1:  # as _periods
+        if _has_period(finite, self.fps, 0.5, self.a, self.b):
             ac = np.fft.irfft(kernels.power(np.fft.rfft(y, self.size, axis=1)), self.size, axis=1)[0, : self.b]
         s, e_lo, e_hi, period = kernels.ready_signal(ac, counts, self.n, self.fps, self.a, self.b, filled, first,
                                                      *SMOOTH_S)
@@ -311,7 +318,7 @@ class Counter:
         keys = [k for comps in exercises for k in _signal_keys(comps) if k not in self._prepared]
         keys = list(dict.fromkeys(keys))
         if keys:
-            self._prepared.update(zip(keys, map2(self._ready, keys, len(self.t)), strict=True))
+            map2(self._ready, keys, len(self.t))  # each keeps its signal
 
     def _ready(self, key: tuple[tuple[Component, ...], float]) -> _Prepared:
         """The signal of ``key`` (components, minimum weight) made ready (kept for the next count):
@@ -328,8 +335,7 @@ class Counter:
                 self._clip = _Clip.of(self.t)
             clip = self._clip
             cols, dirs, weights, min_den = _combine_args(self.names, comps, weight)
-            self.centre(comps)
-            meds = np.array([self._medians[j] for j in cols.tolist()])
+            meds = _medians(self.raw, self.vis, cols.tolist(), self._medians)
             y = np.zeros((1, clip.size))
             x, filled, first, finite, counts = kernels.signal_inputs(
                 self.raw, self.vis, cols, dirs, weights, meds, SOFT_VIS, min_den, clip.gap, clip.half0,
@@ -344,13 +350,6 @@ class Counter:
         if walking is not None and not any(m is walking for m in self._masks):
             self._masks.append(walking)
         return walking
-
-    def centre(self, comps: tuple[Component, ...]) -> None:
-        """Find the medians the components' signals are centred on (done by the first count otherwise)."""
-        for c in comps:
-            j = self.names.index(c.angle)
-            if j not in self._medians:
-                self._medians[j] = kernels.masked_median(self.raw[:, j], self.vis[:, j], SOFT_VIS)
 
     def count(self, comps: tuple[Component, ...], min_rom: float, walking: np.ndarray | None = None) -> Segmentation:
         """Reps of the combined signal, plus those only one body side shows (merged in time order);

@@ -26,7 +26,7 @@ def _slow_piece(x: int) -> tuple[int, str]:
 
 def test_map2_keeps_order_and_raises(idle_core: None) -> None:
     assert parallel.map2(lambda x: x * x, list(range(9)), N) == [x * x for x in range(9)]
-    assert parallel.both(lambda: "a", lambda: 2, N) == ("a", 2)
+    assert parallel.map2(parallel.call, [lambda: "a", lambda: 2], N) == ["a", 2]
 
     def boom(x: int) -> int:
         if x == 5:
