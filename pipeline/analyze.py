@@ -24,7 +24,7 @@ from .decode import probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
 from .parallel import Once, call, map2
-from .pool import Progress, plan_chunks, run_chunks
+from .pool import Progress, keep_subject, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, Rep, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
 from .subject import select
@@ -69,7 +69,7 @@ def infer_pose(
     workers = cfg.workers if executor is not None else 1
     jobs = plan_chunks(info, stride, workers, cfg.max_side, opts, cfg.cache)
     total = math.ceil(info.frames / stride)
-    results = run_chunks(jobs, executor, total, progress)
+    results = keep_subject(jobs, run_chunks(jobs, executor, total, progress), executor, total)
     frame, t, xy, vis, world = stitch(results)
     size = next((r.size for r in results if r.size[1]), (info.width, info.height))
     pose = select(frame, t, xy, vis, world, size[0] / max(size[1], 1))

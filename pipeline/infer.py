@@ -3,22 +3,23 @@
 
 A worker process loads the model once (``load``) and keeps it for every chunk it
 is given. Each chunk is decoded by the worker itself (no frames cross process
-boundaries) and tracked in VIDEO mode; the chunk starts ``lead`` frames early so
-the tracker has re-acquired the subject by the first frame it reports. Results
-leave as plain numpy arrays (see :class:`ChunkResult`), never MediaPipe objects.
+boundaries) and tracked in VIDEO mode from a fresh detection on its first frame (optionally
+steered to one person, see :class:`ChunkJob`). Results leave as plain numpy arrays (see
+:class:`ChunkResult`), never MediaPipe objects.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from .decode import Frame, iter_frames
 from .errors import ModelError
 from .records import N_LANDMARKS
 from .serialize import frame_from_bytes, frame_to_bytes
+from .subject import box
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +47,25 @@ class InferOptions:
 
 @dataclass(frozen=True, slots=True)
 class ChunkJob:
-    """Frames ``start <= i < stop`` (every ``stride``; ``stop=None``: to the end) of ``path``;
-    decoding begins at ``lead_start`` (on the same stride grid) so tracking has re-acquired."""
+    """Frames ``start <= i < stop`` (every ``stride``; ``stop=None``: to the end) of ``path``.
+
+    ``steer``: (x0, y0, x1, y1), normalized, the box of the person to track: the first frame is
+    also shown to the model with everything outside that box (widened by :data:`STEER_MARGIN`)
+    blacked out, so its detection finds that person and tracking follows them (None: whoever
+    the detector finds first). ``anchor``: without ``steer``, steer to where the person the
+    detector finds on frame ``anchor`` stands (a later chunk anchors on the clip's first frame,
+    where the first chunk's tracking starts: the subject of an exercise done in place)."""
 
     path: str
     start: int
     stop: int | None
-    lead_start: int
     stride: int
     max_side: int
     fps_hint: float
     options: InferOptions
     cache: CacheConfig | None = None  # per-frame landmark cache (None: off)
+    steer: tuple[float, float, float, float] | None = None
+    anchor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,7 @@ _LOADED: InferOptions | None = None
 _CLOCK_MS = 0  # this process's landmarker timeline; VIDEO mode needs it strictly increasing
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
 WORKER_MEMORY_CACHE = 64 << 20  # per-process memory tier for frame landmarks
+STEER_MARGIN = 0.25  # a steered first frame keeps the box widened by this share of its size per side
 # One chunk at a time per process: the landmarker and its clock are per process, and a Dask
 # worker may run several tasks at once in threads (``dask worker --nthreads 1`` avoids waiting).
 _RUN_LOCK = threading.Lock()
@@ -292,15 +302,44 @@ def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tupl
     return unpack(lm.detect_for_video(image(rgb), _CLOCK_MS), k)  # type: ignore[attr-defined]
 
 
+def steered(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """A copy of ``rgb`` black outside ``box`` (normalized x0, y0, x1, y1) widened by
+    :data:`STEER_MARGIN` of its width and height on each side."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    mx, my = STEER_MARGIN * (x1 - x0), STEER_MARGIN * (y1 - y0)
+    c0, c1 = max(0, int((x0 - mx) * w)), min(w, int(math.ceil((x1 + mx) * w)))
+    r0, r1 = max(0, int((y0 - my) * h)), min(h, int(math.ceil((y1 + my) * h)))
+    out = np.zeros_like(rgb)
+    out[r0:r1, c0:c1] = rgb[r0:r1, c0:c1]
+    return out
+
+
 def run_chunk(job: ChunkJob) -> ChunkResult:
     """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
     with _RUN_LOCK:
         lm = load(job.options)
+        if job.steer is None and job.anchor is not None:
+            job = replace(job, steer=_anchor_box(lm, job))
         cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
-        frames_in = iter_frames(job.path, job.lead_start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
+        frames_in = iter_frames(job.path, job.start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
         with closing(frames_in):  # the capture is released even if inference raises
             chunk = _infer_frames(frames_in, job, lm, cache)
     return chunk
+
+
+def _anchor_box(lm: object, job: ChunkJob) -> tuple[float, float, float, float] | None:
+    """The box of the person a fresh detection finds on frame ``job.anchor`` (None: nobody)."""
+    assert job.anchor is not None
+    frames_in = iter_frames(job.path, job.anchor, job.anchor + 1, 1, job.max_side, job.fps_hint, threads=1)
+    with closing(frames_in):
+        fr = next(frames_in, None)
+    if fr is None:
+        return None
+    base_ms = _CLOCK_MS + 10_000
+    _detect(lm, np.zeros_like(fr.rgb), job.options.num_poses, base_ms - 5_000, 0.0)  # forget whom it tracked
+    xy, _, _ = _detect(lm, fr.rgb, job.options.num_poses, base_ms, fr.t)
+    return box(xy[0]) if np.isfinite(xy[0, 0, 0]) else None
 
 
 def _infer_frames(
@@ -309,7 +348,7 @@ def _infer_frames(
     params = {"model": job.options.model_id or job.options.model_path, "k": job.options.num_poses,
               "det": job.options.min_detection, "pres": job.options.min_presence, "trk": job.options.min_tracking}
     # One landmarker per process, reused across chunks: each chunk continues this
-    # process's clock after a gap; the lead-in frames let the tracker re-acquire.
+    # process's clock after a gap, and tracks from a detection on its first frame.
     base_ms = _CLOCK_MS + 10_000
     k = job.options.num_poses
     frames, ts, xys, vis, worlds = [], [], [], [], []
@@ -319,16 +358,16 @@ def _infer_frames(
     first = 0.0
     for fr in frames_in:
         size = (fr.rgb.shape[1], fr.rgb.shape[0])
-        # lead-in frames are always inferred: they exist to warm the tracker, and a chunk must
-        # give the same landmarks whether or not a neighbour cached its lead-in first
         key = frame_key(fr.rgb, params) if cache is not None else ""
-        cached = cache.get(key) if cache is not None and fr.index >= job.start else None
+        cached = cache.get(key) if cache is not None else None
         if cached is not None:
             xy, v, w = frame_from_bytes(cached)
             hits += 1
         else:
             if not first:  # forget the previous chunk's (or clip's) subject: track from a detection
                 _detect(lm, np.zeros_like(fr.rgb), k, base_ms - 5_000, 0.0)
+                if job.steer is not None:  # detect the steered person just before the real frame
+                    _detect(lm, steered(fr.rgb, job.steer), k, base_ms - 1, fr.t)
                 first = time.time()
             t0 = time.perf_counter()
             xy, v, w = _detect(lm, fr.rgb, k, base_ms, fr.t)
@@ -336,8 +375,6 @@ def _infer_frames(
             misses += 1
             if cache is not None:
                 cache.put(key, frame_to_bytes(xy, v, w))
-        if fr.index < job.start:
-            continue
         frames.append(fr.index)
         ts.append(fr.t)
         xys.append(xy)

@@ -8,6 +8,7 @@ loads the model lazily on whatever process runs it.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -17,16 +18,18 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 
 from .cache import CacheConfig
 from .errors import FormcheckError, WorkerError
 from .infer import ChunkJob, ChunkResult, InferOptions, libc, run_chunk, warm
 from .records import VideoInfo
+from .subject import box, switched
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
-MIN_CHUNK = 45  # analyzed frames; below this a chunk's lead-in costs more than it saves
-LEAD_S = 0.5  # seconds decoded before a chunk's first frame so tracking has re-acquired
+MIN_CHUNK = 45  # analyzed frames; below this a chunk's seek and first detection cost more than it saves
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
@@ -106,7 +109,7 @@ def terminate(executor: Executor | None) -> None:
 def chunk_count(analyzed: int, workers: int) -> int:
     """Chunks for a clip of ``analyzed`` frames: one per worker, each at least ``MIN_CHUNK``
     frames (a clip too short for that gets fewer, down to one). Equal shares on a warm pool
-    finish together; every extra chunk would cost another lead-in."""
+    finish together; every extra chunk would cost another seek and first detection."""
     return max(1, min(workers, analyzed // MIN_CHUNK))
 
 
@@ -114,24 +117,43 @@ def plan_chunks(
     info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions,
     cache: CacheConfig | None = None,
 ) -> list[ChunkJob]:
-    """Split the clip into chunks on the stride grid; each but the first decodes a lead-in first.
+    """Split the clip into equal chunks on the stride grid. The last chunk reads to the real end
+    of the stream (frame counts in headers lie).
 
-    Every chunk gets the same work: the first one's share is larger by the lead-in the others
-    infer before their first frame. The last chunk reads to the real end of the stream
-    (frame counts in headers lie).
+    No chunk decodes frames before its own: each tracks from a detection on its first frame,
+    steered to where the clip's first frame shows its subject (:attr:`ChunkJob.anchor`), and
+    :func:`keep_subject` runs a chunk again when it still found someone else.
     """
     analyzed = math.ceil(info.frames / stride)
     n = chunk_count(analyzed, workers)
-    lead_n = math.ceil(LEAD_S * info.fps / stride)  # analyzed frames of lead-in
-    lead = lead_n * stride
-    share = (analyzed + (n - 1) * lead_n) / n  # work per chunk, lead-ins included
-    # chunk k >= 1 covers share - lead_n analyzed frames; cuts on the stride grid
-    cuts = sorted({0, *(int(round(share + (k - 1) * (share - lead_n))) * stride for k in range(1, n))})
-    jobs = []
-    for i, a in enumerate(cuts):
-        b = cuts[i + 1] if i + 1 < len(cuts) else None
-        jobs.append(ChunkJob(info.path, a, b, max(0, a - lead), stride, max_side, info.fps, options, cache))
-    return jobs
+    cuts = [int(round(k * analyzed / n)) * stride for k in range(n)]
+    anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
+    return [ChunkJob(info.path, a, cuts[i + 1] if i + 1 < n else None, stride, max_side, info.fps, options, cache,
+                     anchor=anchor if a else None)
+            for i, a in enumerate(cuts)]
+
+
+def keep_subject(
+    jobs: list[ChunkJob], results: list[ChunkResult], executor: Executor | None, total: int
+) -> list[ChunkResult]:
+    """Chunks (in clip order) whose first frame shows another person than the previous chunk's
+    last, run again steered to that chunk's person (:attr:`ChunkJob.steer`).
+
+    Each chunk tracks from a fresh detection, which may take someone else (two people side by
+    side): their frames were then dropped as another person's and a rep at the boundary was lost.
+    Steered, the chunk tracks whom an analysis in one piece tracks. Rare; it costs one chunk again
+    (without the frame cache, which holds the other person's landmarks for those frames).
+    """
+    out = list(results)
+    for i in range(1, len(out)):
+        a, b = out[i - 1], out[i]
+        if jobs[i].options.num_poses != 1 or not (len(a.frame) and len(b.frame)):
+            continue  # several people per frame: subject.select already picks among them
+        if switched(a.xy[-1, 0], b.xy[0, 0]):
+            log.info("the chunk from frame %d tracks another person: running it again, steered", jobs[i].start)
+            job = replace(jobs[i], cache=None, steer=box(a.xy[-1, 0]))
+            out[i] = run_chunks([job], executor, total)[0]
+    return out
 
 
 def run_chunks(
@@ -152,7 +174,7 @@ def run_chunks(
         for i, fut in enumerate(futures):
             last = jobs[i].stop
             stop = last if last is not None else max(total * jobs[i].stride, jobs[i].start)
-            frames = (stop - jobs[i].lead_start) / jobs[i].stride
+            frames = (stop - jobs[i].start) / jobs[i].stride
             results[i] = fut.result(timeout=CHUNK_TIMEOUT_S + CHUNK_FRAME_S * frames)
             done += len(results[i].frame)  # type: ignore[union-attr]
             if progress:

@@ -22,6 +22,9 @@ import numpy as np
 from .records import PoseSeries
 
 JUMP = 0.6  # body heights between consecutive analyzed frames that mean "another person"
+# at a chunk boundary, where nothing smooths the track: the same person, a frame apart, moves a
+# few hundredths of a body height (0.25 body heights in 1/15 s is 6 m/s for someone 1.7 m tall)
+BOUNDARY_JUMP = 0.25
 
 
 def _boxes(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +85,22 @@ def consistent(xy: np.ndarray) -> np.ndarray:
         if np.linalg.norm(c - c0) <= 0.75 * h0 and 0.6 <= h / h0 <= 1.6:
             keep[s] = True
     return keep
+
+
+def switched(before: np.ndarray, after: np.ndarray) -> bool:
+    """True when ``after`` (33, 2), a chunk's first frame, does not show the person of ``before``,
+    the previous chunk's last frame: box centres more than BOUNDARY_JUMP body heights apart.
+    False when either frame has no pose (nothing to tell)."""
+    if not (np.isfinite(before[0, 0]) and np.isfinite(after[0, 0])):
+        return False
+    (c0, c1), (h0, h1) = _boxes(np.stack([before, after]))
+    return bool(np.linalg.norm(c1 - c0) > BOUNDARY_JUMP * max(float(h0), float(h1), 1e-6))
+
+
+def box(xy: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): the extent of one pose's landmarks xy (33, 2), normalized."""
+    lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
 def select(

@@ -104,7 +104,7 @@ def test_a_missing_model_on_a_worker_is_a_clear_error(cluster: Any, xdg_cache: P
     opts = infer_options(cfg, resolve_model(cfg))
     bogus = infer.InferOptions("/nonexistent/model.task", model_id="nope")
     ex = ClusterExecutor(cluster)  # no model registered
-    job = infer.ChunkJob(str(dev_dir / CLIP), 0, 10, 0, 1, 640, 30.0, bogus)
+    job = infer.ChunkJob(str(dev_dir / CLIP), 0, 10, 1, 640, 30.0, bogus)
     with pytest.raises(Exception, match="not on this Dask worker") as info:
         ex.submit(infer.run_chunk, job).result(timeout=60)
     assert not isinstance(info.value, WorkerError) and opts.model_path != bogus.model_path

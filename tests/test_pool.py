@@ -10,13 +10,15 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, events, label, within
 
 from pipeline import decode, pool
+from pipeline.cache import CacheConfig
 from pipeline.config import AnalysisConfig
 from pipeline.errors import WorkerError
-from pipeline.infer import ChunkJob, InferOptions
+from pipeline.infer import ChunkJob, ChunkResult, InferOptions
 from pipeline.records import VideoInfo
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -59,8 +61,11 @@ def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, worke
     for a, b in zip(jobs, jobs[1:], strict=False):
         assert a.stop == b.start
     for j in jobs:
-        assert j.start % stride == 0 and j.lead_start % stride == 0 and j.lead_start <= j.start
+        assert j.start % stride == 0
+        assert j.anchor == (0 if j.start else None), "later chunks steer to the first frame's subject"
     assert len(jobs) == pool.chunk_count(-(-frames // stride), workers)
+    several = pool.plan_chunks(info, stride, workers, 0, InferOptions("m", num_poses=2))
+    assert all(j.anchor is None for j in several), "with several people a frame, subject.select picks"
 
 
 @pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
@@ -71,9 +76,8 @@ def test_one_equal_chunk_per_worker_when_the_clip_affords_it(analyzed: int, work
     if chunks > 1:
         info = VideoInfo("x.mp4", analyzed, 30.0, 64, 64, 0, 1)
         jobs = pool.plan_chunks(info, 1, workers, 0, InferOptions("m"))
-        work = [(j.stop or analyzed) - j.lead_start for j in jobs]  # frames each worker infers
+        work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
         assert len(jobs) == chunks and max(work) - min(work) <= 1, work
-        assert jobs[0].lead_start == 0 and all(j.start - j.lead_start == 15 for j in jobs[1:])
 
 
 @pytest.mark.parametrize(("clip_fps", "target", "stride"), [
@@ -89,7 +93,7 @@ def test_fps_option_picks_the_nearest_stride(tmp_path: Path, clip_fps: float, ta
 
 
 def _job(path: str = "x.mp4") -> ChunkJob:
-    return ChunkJob(path, 0, None, 0, 1, 0, 30.0, InferOptions("m"))
+    return ChunkJob(path, 0, None, 1, 0, 30.0, InferOptions("m"))
 
 
 def test_an_unexpected_worker_exception_is_a_worker_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,3 +221,115 @@ def test_malloc_arenas_are_limited_for_the_api_process() -> None:
     assert arenas("default") > 2
     assert arenas("2") == 2
     assert arenas("1") == 1
+
+
+def _person(x: float) -> np.ndarray:
+    """(1, 33, 2): one candidate whose landmarks fill a box 0.4 tall, 0.2 wide, centred at (x, 0.5)."""
+    pts = np.stack([np.linspace(x - 0.1, x + 0.1, 33), np.linspace(0.3, 0.7, 33)], axis=1)
+    return pts[None].astype(np.float32)
+
+
+def _tracked(job: ChunkJob, people: dict[int, float]) -> ChunkResult:
+    """A fake chunk result: frames start..stop tracking the person at x = people[start], or, when
+    steered, the one inside the steer box."""
+    frames = np.arange(job.start, job.stop if job.stop is not None else job.start + 10)
+    x = (job.steer[0] + job.steer[2]) / 2 if job.steer is not None else people[job.start]
+    n = len(frames)
+    return ChunkResult(job.start, frames, frames / 30.0, np.repeat(_person(x)[None], n, axis=0),
+                       np.ones((n, 1, 33), np.float32), np.zeros((n, 1, 33, 3), np.float32), (640, 480), 0.0, 0)
+
+
+@pytest.mark.parametrize(("second", "third", "reruns"), [
+    (0.3, 0.3, []),  # the same person all through: nothing runs again
+    (0.7, 0.3, [10]),  # the second chunk took the other person; the third is right once the second is
+    (0.3, 0.7, [20]),
+    (0.7, 0.7, [10, 20]),
+])
+def test_a_chunk_that_tracks_someone_else_runs_again_steered_to_the_previous_chunks_person(
+    monkeypatch: pytest.MonkeyPatch, second: float, third: float, reruns: list[int]
+) -> None:
+    people = {0: 0.3, 10: second, 20: third}
+    ran: list[ChunkJob] = []
+
+    def run(job: ChunkJob) -> ChunkResult:
+        ran.append(job)
+        return _tracked(job, people)
+
+    monkeypatch.setattr(pool, "run_chunk", run)
+    cache = CacheConfig(None, memory_bytes=1 << 20)
+    jobs = [ChunkJob("x.mp4", a, b, 1, 0, 30.0, InferOptions("m"), cache) for a, b in ((0, 10), (10, 20), (20, None))]
+    with ThreadPoolExecutor(2) as ex:
+        first = pool.run_chunks(jobs, ex, 30)
+        out = pool.keep_subject(jobs, first, ex, 30)
+    again = ran[3:]
+    assert [j.start for j in again] == reruns
+    for j in again:
+        assert j.cache is None, "the frame cache holds the other person's landmarks for these frames"
+        assert j.steer is not None and j.steer[0] < 0.3 < j.steer[2], "steered to the previous chunk's person"
+    centres = [float(np.mean(r.xy[:, 0, :, 0])) for r in out]
+    assert centres == pytest.approx([0.3, 0.3, 0.3], abs=1e-6)
+    assert [r.start for r in out] == [0, 10, 20]
+
+
+def test_several_people_per_frame_are_left_to_subject_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[ChunkJob] = []
+
+    def run(job: ChunkJob) -> ChunkResult:
+        ran.append(job)
+        return _tracked(job, {0: 0.3, 10: 0.7})
+
+    monkeypatch.setattr(pool, "run_chunk", run)
+    jobs = [ChunkJob("x.mp4", a, b, 1, 0, 30.0, InferOptions("m", num_poses=2)) for a, b in ((0, 10), (10, None))]
+    out = pool.keep_subject(jobs, pool.run_chunks(jobs, None, 20), None, 20)
+    assert len(ran) == 2 and out[1].xy[0, 0, 0, 0] > 0.5
+
+
+TWO_WOMEN = "jumpingjack_kaiakol_1.mp4"  # two women doing jumping jacks in sync, side by side
+
+
+@pytest.mark.slow
+def test_chunks_keep_the_subject_where_two_people_exercise_side_by_side(xdg_cache: Path, dev_dir: Path) -> None:
+    """Every frame, two chunks: the second chunk's own detection (frame 80) takes the other woman,
+    and the second rep (turning point at frames 83-96) was lost. Anchored on the clip's first
+    frame, it tracks the first woman; and a chunk that did take the other woman runs again, steered."""
+    from dataclasses import replace
+
+    from pipeline.analyze import analyze, stitch
+    from pipeline.decode import probe
+    from pipeline.stored import infer_options, resolve_model
+    from pipeline.subject import switched
+
+    cfg = AnalysisConfig(model_cache=xdg_cache / "formcheck" / "models", fps=0, workers=2)
+    path = str(dev_dir / TWO_WOMEN)
+    info = probe(path)
+    jobs = pool.plan_chunks(info, 1, 2, cfg.max_side, infer_options(cfg, resolve_model(cfg)))
+    assert [(j.start, j.anchor) for j in jobs] == [(0, None), (80, 0)]
+    free = [replace(j, anchor=None) for j in jobs]
+    ex = pool.make_pool(2, jobs[0].options)
+    try:
+        unsteered = pool.run_chunks(free, ex, info.frames)
+        assert switched(unsteered[0].xy[-1, 0], unsteered[1].xy[0, 0]), "left alone, it tracks the other woman"
+        for results in (pool.run_chunks(jobs, ex, info.frames), pool.keep_subject(free, unsteered, ex, info.frames)):
+            assert not switched(results[0].xy[-1, 0], results[1].xy[0, 0])
+            frame, _, xy, _, _ = stitch(results)
+            assert np.array_equal(frame, np.arange(info.frames))
+            x = np.nanmean(xy[:, 0, :, 0], axis=1)
+            assert np.nanmax(np.abs(np.diff(x))) < 0.05, "one woman all through: no jump in the track"
+        doc = analyze(path, cfg, ex).summary
+    finally:
+        pool.terminate(ex)
+    assert doc["rep_count"] == int(label(dev_dir, TWO_WOMEN)["reps"]) == 2
+    peaks = [r["peak_s"] for r in doc["reps"]]  # type: ignore[union-attr, index, attr-defined]
+    assert all(within(p, lo, hi) for p, (lo, hi) in zip(peaks, events(dev_dir, TWO_WOMEN), strict=True)), peaks
+
+
+def test_a_steered_first_frame_shows_only_the_widened_box() -> None:
+    from pipeline.infer import STEER_MARGIN, steered
+
+    rgb = np.full((100, 200, 3), 200, np.uint8)
+    out = steered(rgb, (0.4, 0.2, 0.6, 0.6))  # 40 px wide, 40 px tall; widened by a quarter: 10 px a side
+    assert STEER_MARGIN == 0.25
+    rows, cols = np.nonzero(out[:, :, 0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 69, 70, 129)
+    assert rgb.min() == 200, "the frame itself is untouched"
+    assert np.array_equal(steered(rgb, (-0.5, -0.5, 1.5, 1.5)), rgb), "a box past the edges keeps the whole frame"

@@ -98,3 +98,31 @@ def test_no_candidates_at_all() -> None:
     got = _select(main, main.xy[:, None], main.visibility[:, None], main.world[:, None])
     assert not got.detected.any()
     assert subject.choose(np.full((0, 2, 33, 2), np.nan)).shape == (0,)
+
+
+def _pose_at(x: float, y: float = 0.5, height: float = 0.4) -> np.ndarray:
+    """One standing pose's xy (33, 2): landmarks spread over a box ``height`` tall centred at (x, y)."""
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-0.5, 0.5, (33, 2)) * [height / 2, height]
+    pts[0], pts[1] = [0.0, -height / 2], [0.0, height / 2]  # the box spans the full height
+    return (pts + [x, y]).astype(np.float32)
+
+
+@pytest.mark.parametrize(("dx", "expected"), [(0.0, False), (0.05, False), (0.09, False), (0.11, True), (0.3, True)])
+def test_switched_at_a_boundary_means_a_jump_of_a_quarter_body_height(dx: float, expected: bool) -> None:
+    # body height 0.4: the same person a frame later moves a few hundredths; another person sits elsewhere
+    assert subject.switched(_pose_at(0.3), _pose_at(0.3 + dx)) is expected
+
+
+def test_switched_cannot_tell_without_a_pose_on_both_sides() -> None:
+    empty = np.full((33, 2), np.nan, np.float32)
+    assert not subject.switched(empty, _pose_at(0.8))
+    assert not subject.switched(_pose_at(0.2), empty)
+
+
+def test_box_is_the_extent_of_the_landmarks() -> None:
+    xy = _pose_at(0.3, 0.5, 0.4)
+    xy[5] = np.nan  # a landmark without a position does not count
+    x0, y0, x1, y1 = subject.box(xy)
+    assert (x0, y0, x1, y1) == pytest.approx((np.nanmin(xy[:, 0]), 0.3, np.nanmax(xy[:, 0]), 0.7), abs=1e-6)
+    assert x0 < 0.3 < x1
