@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -302,11 +302,11 @@ def _detect(lm: object, rgb: np.ndarray, k: int, base_ms: int, t: float) -> tupl
     return unpack(lm.detect_for_video(image(rgb), _CLOCK_MS), k)  # type: ignore[attr-defined]
 
 
-def steered(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """A copy of ``rgb`` black outside ``box`` (normalized x0, y0, x1, y1) widened by
+def steered(rgb: np.ndarray, area: tuple[float, float, float, float]) -> np.ndarray:
+    """A copy of ``rgb`` black outside ``area`` (normalized x0, y0, x1, y1) widened by
     :data:`STEER_MARGIN` of its width and height on each side."""
     h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = area
     mx, my = STEER_MARGIN * (x1 - x0), STEER_MARGIN * (y1 - y0)
     c0, c1 = max(0, int((x0 - mx) * w)), min(w, int(math.ceil((x1 + mx) * w)))
     r0, r1 = max(0, int((y0 - my) * h)), min(h, int(math.ceil((y1 + my) * h)))
@@ -319,8 +319,6 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
     """Decode and infer one chunk; frames whose pixels were seen before come from the cache."""
     with _RUN_LOCK:
         lm = load(job.options)
-        if job.steer is None and job.anchor is not None:
-            job = replace(job, steer=_anchor_box(lm, job))
         cache = shared(job.cache, WORKER_MEMORY_CACHE) if job.cache is not None else None
         frames_in = iter_frames(job.path, job.start, job.stop, job.stride, job.max_side, job.fps_hint, threads=1)
         with closing(frames_in):  # the capture is released even if inference raises
@@ -328,17 +326,22 @@ def run_chunk(job: ChunkJob) -> ChunkResult:
     return chunk
 
 
-def _anchor_box(lm: object, job: ChunkJob) -> tuple[float, float, float, float] | None:
-    """The box of the person a fresh detection finds on frame ``job.anchor`` (None: nobody)."""
+def _forget(lm: object, rgb: np.ndarray, k: int, base_ms: int) -> None:
+    """Make the landmarker forget whom it tracked (a blank frame): its next frame runs the detector."""
+    _detect(lm, np.zeros_like(rgb), k, base_ms, 0.0)
+
+
+def _anchor_box(lm: object, job: ChunkJob, base_ms: int) -> tuple[float, float, float, float] | None:
+    """The box of the person a fresh detection finds on frame ``job.anchor`` (None: nobody), on
+    the landmarker's clock just after ``base_ms``."""
     assert job.anchor is not None
     frames_in = iter_frames(job.path, job.anchor, job.anchor + 1, 1, job.max_side, job.fps_hint, threads=1)
     with closing(frames_in):
         fr = next(frames_in, None)
     if fr is None:
         return None
-    base_ms = _CLOCK_MS + 10_000
-    _detect(lm, np.zeros_like(fr.rgb), job.options.num_poses, base_ms - 5_000, 0.0)  # forget whom it tracked
-    xy, _, _ = _detect(lm, fr.rgb, job.options.num_poses, base_ms, fr.t)
+    _forget(lm, fr.rgb, job.options.num_poses, base_ms)
+    xy, _, _ = _detect(lm, fr.rgb, job.options.num_poses, base_ms + 1, 0.0)
     return box(xy[0]) if np.isfinite(xy[0, 0, 0]) else None
 
 
@@ -365,9 +368,12 @@ def _infer_frames(
             hits += 1
         else:
             if not first:  # forget the previous chunk's (or clip's) subject: track from a detection
-                _detect(lm, np.zeros_like(fr.rgb), k, base_ms - 5_000, 0.0)
-                if job.steer is not None:  # detect the steered person just before the real frame
-                    _detect(lm, steered(fr.rgb, job.steer), k, base_ms - 1, fr.t)
+                steer = job.steer
+                if steer is None and job.anchor is not None:  # only once a frame is inferred
+                    steer = _anchor_box(lm, job, base_ms - 8_000)
+                _forget(lm, fr.rgb, k, base_ms - 5_000)
+                if steer is not None:  # detect the steered person just before the real frame
+                    _detect(lm, steered(fr.rgb, steer), k, base_ms - 1, fr.t)
                 first = time.time()
             t0 = time.perf_counter()
             xy, v, w = _detect(lm, fr.rgb, k, base_ms, fr.t)
