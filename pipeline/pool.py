@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 45  # analyzed frames; below this a chunk's seek and first detection cost more than it saves
+# What a later chunk's start costs beyond the first's, and one analyzed frame (decode and inference
+# on a busy core), as measured on the dev clips (2-vCPU VM): the first chunk is given that much more
+# work, so the chunks end together. Seek: OpenCV decodes from the keyframe before the chunk's first
+# frame (5-250 ms on the dev clips, ~0.1 s typical); anchor: the detection on the clip's first frame
+# and the steered one (0.07-0.13 s).
+SEEK_S, ANCHOR_S, FRAME_S = 0.1, 0.1, 0.022
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
@@ -117,8 +123,9 @@ def plan_chunks(
     info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions,
     cache: CacheConfig | None = None,
 ) -> list[ChunkJob]:
-    """Split the clip into equal chunks on the stride grid. The last chunk reads to the real end
-    of the stream (frame counts in headers lie).
+    """Split the clip into chunks on the stride grid that should take equally long: equal shares,
+    the first one longer by what starting each later chunk costs (:data:`SEEK_S`, :data:`ANCHOR_S`).
+    The last chunk reads to the real end of the stream (frame counts in headers lie).
 
     No chunk decodes frames before its own: each tracks from a detection on its first frame,
     steered to where the clip's first frame shows its subject (:attr:`ChunkJob.anchor`), and
@@ -126,11 +133,20 @@ def plan_chunks(
     """
     analyzed = math.ceil(info.frames / stride)
     n = chunk_count(analyzed, workers)
-    cuts = [int(round(k * analyzed / n)) * stride for k in range(n)]
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
+    cuts = [stride * a for a in _cuts(analyzed, n, (SEEK_S + (ANCHOR_S if anchor is not None else 0.0)) / FRAME_S)]
     return [ChunkJob(info.path, a, cuts[i + 1] if i + 1 < n else None, stride, max_side, info.fps, options, cache,
                      anchor=anchor if a else None)
             for i, a in enumerate(cuts)]
+
+
+def _cuts(analyzed: int, n: int, head: float) -> list[int]:
+    """Where n chunks of ``analyzed`` frames start (in analyzed frames) when each chunk after the
+    first costs ``head`` frames more to start: the first gets (n - 1) * head / n frames more than
+    an equal share, each other head / n fewer (``head`` at most half an equal share)."""
+    q = analyzed / n
+    head = min(head, q / 2)
+    return [0] + [int(round(k * q + head * (n - k) / n)) for k in range(1, n)]
 
 
 def keep_subject(

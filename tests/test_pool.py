@@ -71,13 +71,27 @@ def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, worke
 @pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
     (900, 2, 2), (900, 4, 4), (90, 2, 2), (89, 2, 1), (44, 2, 1), (0, 2, 1), (135, 4, 3), (900, 1, 1),
 ])
-def test_one_equal_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
+def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
     assert pool.chunk_count(analyzed, workers) == chunks
     if chunks > 1:
         info = VideoInfo("x.mp4", analyzed, 30.0, 64, 64, 0, 1)
-        jobs = pool.plan_chunks(info, 1, workers, 0, InferOptions("m"))
-        work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
-        assert len(jobs) == chunks and max(work) - min(work) <= 1, work
+        for options, start_s in ((InferOptions("m"), pool.SEEK_S + pool.ANCHOR_S),
+                                 (InferOptions("m", num_poses=2), pool.SEEK_S)):  # no anchor: no detection on frame 0
+            jobs = pool.plan_chunks(info, 1, workers, 0, options)
+            work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
+            head = min(start_s / pool.FRAME_S, analyzed / chunks / 2)
+            cost = [w + (head if i else 0.0) for i, w in enumerate(work)]  # a later chunk's start costs head frames
+            assert len(jobs) == chunks and max(cost) - min(cost) <= 1, (work, head)
+            assert work[0] > max(work[1:]), "the first chunk, with no seek and no anchor to pay, infers the most"
+
+
+@pytest.mark.parametrize(("analyzed", "n", "head"), [(900, 2, 9.0), (900, 3, 9.0), (90, 2, 30.0), (91, 2, 0.0)])
+def test_chunk_cuts_give_later_chunks_less_work_by_their_start_cost(analyzed: int, n: int, head: float) -> None:
+    cuts = pool._cuts(analyzed, n, head)
+    assert cuts[0] == 0 and all(a < b for a, b in zip(cuts, [*cuts[1:], analyzed], strict=True))
+    work = [b - a for a, b in zip(cuts, [*cuts[1:], analyzed], strict=True)]
+    capped = min(head, analyzed / n / 2)  # a short clip's later chunks keep at least half a share
+    assert all(abs(w + capped - (work[0])) <= 1 for w in work[1:]), (work, capped)
 
 
 @pytest.mark.parametrize(("clip_fps", "target", "stride"), [
@@ -289,9 +303,10 @@ TWO_WOMEN = "jumpingjack_kaiakol_1.mp4"  # two women doing jumping jacks in sync
 
 @pytest.mark.slow
 def test_chunks_keep_the_subject_where_two_people_exercise_side_by_side(xdg_cache: Path, dev_dir: Path) -> None:
-    """Every frame, two chunks: the second chunk's own detection (frame 80) takes the other woman,
-    and the second rep (turning point at frames 83-96) was lost. Anchored on the clip's first
-    frame, it tracks the first woman; and a chunk that did take the other woman runs again, steered."""
+    """Every frame, two chunks cut at frame 80: the second chunk's own detection takes the other
+    woman, and the second rep (turning point at frames 83-96) was lost. Anchored on the clip's
+    first frame, it tracks the first woman; and a chunk that did take the other woman runs again,
+    steered. analyze (cut where the plan puts it) counts both reps."""
     from dataclasses import replace
 
     from pipeline.analyze import analyze, stitch
@@ -303,7 +318,8 @@ def test_chunks_keep_the_subject_where_two_people_exercise_side_by_side(xdg_cach
     path = str(dev_dir / TWO_WOMEN)
     info = probe(path)
     jobs = pool.plan_chunks(info, 1, 2, cfg.max_side, infer_options(cfg, resolve_model(cfg)))
-    assert [(j.start, j.anchor) for j in jobs] == [(0, None), (80, 0)]
+    assert [j.anchor for j in jobs] == [None, 0]
+    jobs = [replace(jobs[0], stop=80), replace(jobs[1], start=80)]  # where the second chunk's detection swaps
     free = [replace(j, anchor=None) for j in jobs]
     ex = pool.make_pool(2, jobs[0].options)
     try:
