@@ -44,6 +44,8 @@ def unavailable(exc: BaseException) -> bool:
 
     if type(exc) is OSError:  # asyncio's connect to several addresses: "Multiple exceptions: [Errno 111] ..."
         return "Connect call failed" in str(exc)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):  # a query sent on a connection the server is
+        return "cannot switch to state" in str(exc)  # ending: "cannot switch to state 12; another operation (2) ..."
     return isinstance(exc, (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError,
                             asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
                             asyncpg.InterfaceError, sqlite3.OperationalError))
