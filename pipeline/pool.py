@@ -134,7 +134,8 @@ def plan_chunks(
     analyzed = math.ceil(info.frames / stride)
     n = chunk_count(analyzed, workers)
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
-    cuts = [stride * a for a in _cuts(analyzed, n, (SEEK_S + (ANCHOR_S if anchor is not None else 0.0)) / FRAME_S)]
+    head = (SEEK_S + (ANCHOR_S if anchor is not None else 0.0)) / FRAME_S  # a later chunk's start, in frames
+    cuts = [stride * a for a in _cuts(analyzed, n, head)]
     return [ChunkJob(info.path, a, cuts[i + 1] if i + 1 < n else None, stride, max_side, info.fps, options, cache,
                      anchor=anchor if a else None)
             for i, a in enumerate(cuts)]

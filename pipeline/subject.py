@@ -27,11 +27,16 @@ JUMP = 0.6  # body heights between consecutive analyzed frames that mean "anothe
 BOUNDARY_JUMP = 0.25
 
 
-def _boxes(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """xy (..., 33, 2) -> centre (..., 2), height (...) of the landmark box."""
+def _extent(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """xy (..., 33, 2) -> the landmark box's corners lo, hi (..., 2) (NaN for frames without a pose)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: frames without a pose
-        lo, hi = np.nanmin(xy, axis=-2), np.nanmax(xy, axis=-2)
+        return np.nanmin(xy, axis=-2), np.nanmax(xy, axis=-2)
+
+
+def _boxes(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """xy (..., 33, 2) -> centre (..., 2), height (...) of the landmark box."""
+    lo, hi = _extent(xy)
     return (lo + hi) / 2, np.maximum(hi[..., 1] - lo[..., 1], hi[..., 0] - lo[..., 0])
 
 
@@ -99,7 +104,7 @@ def switched(before: np.ndarray, after: np.ndarray) -> bool:
 
 def box(xy: np.ndarray) -> tuple[float, float, float, float]:
     """(x0, y0, x1, y1): the extent of one pose's landmarks xy (33, 2), normalized."""
-    lo, hi = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+    lo, hi = _extent(xy)
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
