@@ -20,11 +20,11 @@ from models import registry
 from . import angles, classify, geometry, kernels, measures
 from . import reps as R
 from .config import AUTO, AnalysisConfig
-from .decode import probe
+from .decode import keyframes, probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
 from .parallel import Once, call, map2
-from .pool import Progress, keep_subject, plan_chunks, run_chunks
+from .pool import Progress, chunk_count, keep_subject, plan_chunks, run_chunks
 from .records import Analysis, PoseSeries, Rep, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
 from .subject import select
@@ -67,8 +67,9 @@ def infer_pose(
     stride = cfg.stride(info.fps)
     opts = infer_options(cfg, model)
     workers = cfg.workers if executor is not None else 1
-    jobs = plan_chunks(info, stride, workers, cfg.max_side, opts, cfg.cache)
     total = math.ceil(info.frames / stride)
+    keys = keyframes(path) if chunk_count(total, workers) > 1 else None  # where seeks start decoding
+    jobs = plan_chunks(info, stride, workers, cfg.max_side, opts, cfg.cache, keys)
     results = keep_subject(jobs, run_chunks(jobs, executor, total, progress), executor, total)
     frame, t, xy, vis, world = stitch(results)
     size = next((r.size for r in results if r.size[1]), (info.width, info.height))

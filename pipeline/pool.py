@@ -18,7 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from .cache import CacheConfig
 from .errors import FormcheckError, WorkerError
@@ -30,12 +32,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 MIN_CHUNK = 45  # analyzed frames; below this a chunk's seek and first detection cost more than it saves
-# What a later chunk's start costs beyond the first's, and one analyzed frame (decode and inference
-# on a busy core), as measured on the dev clips (2-vCPU VM): the first chunk is given that much more
-# work, so the chunks end together. Seek: OpenCV decodes from the keyframe before the chunk's first
-# frame (5-250 ms on the dev clips, ~0.1 s typical); anchor: the detection on the clip's first frame
-# and the steered one (0.07-0.13 s).
-SEEK_S, ANCHOR_S, FRAME_S = 0.1, 0.1, 0.022
+# What a chunk's parts cost a worker on a busy core, as measured on the dev clips (2-vCPU VM,
+# 2026-12-06; the machine's speed moved 1.7x between days, their ratios much less): inferring one
+# analyzed frame; decoding one frame, per megapixel and per kilobyte of the clip's mean frame (every
+# frame of the stretch is decoded, the stride's skipped ones too; 0.9-3.3 ms a frame on the dev
+# clips, by bitrate more than by size); a later chunk's start: opening the file and decoding from the
+# keyframe before its first frame (the seek; SEEK_S when the keyframes are unknown), and the anchor
+# (frame 0 decoded, detected on, then the steered detection). The plan balances their sums.
+INFER_S, DECODE_MPIX_S, DECODE_KB_S = 0.011, 0.0008, 0.00013
+OPEN_S, SEEK_S, ANCHOR_S = 0.01, 0.1, 0.07
 CHUNK_TIMEOUT_S = 120.0  # plus CHUNK_FRAME_S per frame: a worker this late is hung
 CHUNK_FRAME_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a pool worker checks that the process that started it lives
@@ -121,11 +126,12 @@ def chunk_count(analyzed: int, workers: int) -> int:
 
 def plan_chunks(
     info: VideoInfo, stride: int, workers: int, max_side: int, options: InferOptions,
-    cache: CacheConfig | None = None,
+    cache: CacheConfig | None = None, keys: np.ndarray | None = None,
 ) -> list[ChunkJob]:
-    """Split the clip into chunks on the stride grid that should take equally long: equal shares,
-    the first one longer by what starting each later chunk costs (:data:`SEEK_S`, :data:`ANCHOR_S`).
-    The last chunk reads to the real end of the stream (frame counts in headers lie).
+    """Split the clip into chunks on the stride grid that should take equally long by the costs
+    above: a later chunk's start (its seek to the frame, from the keyframe ``keys`` lists before it,
+    and its anchor) is paid with fewer frames. The last chunk reads to the real end of the stream
+    (frame counts in headers lie).
 
     No chunk decodes frames before its own: each tracks from a detection on its first frame,
     steered to where the clip's first frame shows its subject (:attr:`ChunkJob.anchor`), and
@@ -134,20 +140,65 @@ def plan_chunks(
     analyzed = math.ceil(info.frames / stride)
     n = chunk_count(analyzed, workers)
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
-    head = (SEEK_S + (ANCHOR_S if anchor is not None else 0.0)) / FRAME_S  # a later chunk's start, in frames
-    cuts = [stride * a for a in _cuts(analyzed, n, head)]
+    frame_kb = info.size_bytes / 1024 / max(info.frames, 1)
+    decode_s = DECODE_MPIX_S * info.width * info.height / 1e6 + DECODE_KB_S * frame_kb
+    cost = Costs(stride, decode_s, ANCHOR_S if anchor is not None else 0.0, keys)
+    cuts = [stride * a for a in balance(analyzed, n, cost)]
     return [ChunkJob(info.path, a, cuts[i + 1] if i + 1 < n else None, stride, max_side, info.fps, options, cache,
                      anchor=anchor if a else None)
             for i, a in enumerate(cuts)]
 
 
-def _cuts(analyzed: int, n: int, head: float) -> list[int]:
-    """Where n chunks of ``analyzed`` frames start (in analyzed frames) when each chunk after the
-    first costs ``head`` frames more to start: the first gets (n - 1) * head / n frames more than
-    an equal share, each other head / n fewer (``head`` at most half an equal share)."""
-    q = analyzed / n
-    head = min(head, q / 2)
-    return [0] + [int(round(k * q + head * (n - k) / n)) for k in range(1, n)]
+@dataclass(frozen=True)
+class Costs:
+    """What a chunk costs (seconds, the constants above) by where it starts and how long it runs."""
+
+    stride: int
+    decode_s: float  # one frame of this clip
+    anchor_s: float
+    keys: np.ndarray | None  # keyframes (frame numbers, ascending, from 0), None: unknown
+
+    def start(self, first: np.ndarray) -> np.ndarray:
+        """What starting at analyzed frame ``first`` costs beyond the first chunk's start."""
+        frame = first * self.stride
+        if self.keys is None:
+            seek = np.full(frame.shape, SEEK_S)
+        else:
+            seek = (frame - self.keys[np.searchsorted(self.keys, frame, "right") - 1]) * self.decode_s
+        return np.where(first > 0, OPEN_S + self.anchor_s + seek, 0.0)
+
+    def frames(self, count: np.ndarray) -> np.ndarray:
+        """What ``count`` analyzed frames cost (with the stride's frames decoded between them)."""
+        return count * (INFER_S + self.stride * self.decode_s)
+
+
+def balance(analyzed: int, n: int, cost: Costs) -> list[int]:
+    """Where n chunks of ``analyzed`` frames start (in analyzed frames) so that the costliest one
+    costs least, every chunk keeping at least half an equal share.
+
+    A chunk's cost grows with its end and falls with a later start (a seek decodes fewer frames
+    than the chunk would infer), so filling each chunk in turn up to a budget and searching the
+    least budget that leaves the last chunk within it is optimal (the linear partition argument).
+    """
+    least = max(1, math.ceil(analyzed / n / 2))
+    per = float(cost.frames(np.array(1)))
+
+    def fill(budget: float) -> list[int]:
+        cuts = [0]
+        for k in range(n - 1):
+            room = (budget - float(cost.start(np.array(cuts[-1])))) / per
+            cuts.append(cuts[-1] + min(max(least, math.floor(room + 1e-9)), analyzed - cuts[-1] - least * (n - 1 - k)))
+        return cuts
+
+    def fits(budget: float) -> bool:
+        last = fill(budget)[-1]
+        return float(cost.start(np.array(last)) + cost.frames(np.array(analyzed - last))) <= budget
+
+    lo, hi = 0.0, float(np.max(cost.start(np.arange(1, analyzed + 1)), initial=0.0) + cost.frames(np.array(analyzed)))
+    for _ in range(60):  # to well under a frame's cost
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return fill(hi)
 
 
 def keep_subject(

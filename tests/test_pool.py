@@ -38,6 +38,18 @@ def vfr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_keyframes_are_read_from_the_packets(tmp_path: Path) -> None:
+    clip = tmp_path / "gop25.mp4"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+                    "-t", "4", "-c:v", "libx264", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=60)
+    keys = decode.keyframes(str(clip))
+    assert keys is not None and keys.tolist() == [0, 25, 50, 75]
+    (tmp_path / "text.mp4").write_text("not a video")
+    assert decode.keyframes(str(tmp_path / "text.mp4")) is None
+    assert decode.keyframes(str(tmp_path / "missing.mp4")) is None, "the plan then assumes a typical seek"
+
+
 def _info(path: Path, frames: int, fps: float) -> VideoInfo:
     return VideoInfo(str(path), frames, fps, 160, 120, 0, path.stat().st_size)
 
@@ -68,30 +80,57 @@ def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, worke
     assert all(j.anchor is None for j in several), "with several people a frame, subject.select picks"
 
 
+def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: pool.Costs) -> list[float]:
+    """The plan's modelled cost of each chunk (its start, then its frames)."""
+    firsts = [j.start // cost.stride for j in jobs] + [analyzed]
+    ends = firsts[1:]
+    return [float(cost.start(np.array(a)) + cost.frames(np.array(b - a))) for a, b in zip(firsts, ends, strict=False)]
+
+
 @pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
     (900, 2, 2), (900, 4, 4), (90, 2, 2), (89, 2, 1), (44, 2, 1), (0, 2, 1), (135, 4, 3), (900, 1, 1),
 ])
 def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
     assert pool.chunk_count(analyzed, workers) == chunks
     if chunks > 1:
-        info = VideoInfo("x.mp4", analyzed, 30.0, 64, 64, 0, 1)
-        for options, start_s in ((InferOptions("m"), pool.SEEK_S + pool.ANCHOR_S),
-                                 (InferOptions("m", num_poses=2), pool.SEEK_S)):  # no anchor: no detection on frame 0
-            jobs = pool.plan_chunks(info, 1, workers, 0, options)
+        info = VideoInfo("x.mp4", analyzed, 30.0, 1280, 720, 0, 3000 * analyzed)
+        for options, keys in ((InferOptions("m"), None), (InferOptions("m", num_poses=2), None),
+                              (InferOptions("m"), np.array([0, 250, 500, 750]))):
+            jobs = pool.plan_chunks(info, 1, workers, 0, options, None, keys)
+            decode_s = pool.DECODE_MPIX_S * 1280 * 720 / 1e6 + pool.DECODE_KB_S * 3000 / 1024  # 3,000 B a frame
+            cost = pool.Costs(1, decode_s, pool.ANCHOR_S if options.num_poses == 1 else 0.0, keys)
+            costs = _chunk_costs(jobs, analyzed, cost)
             work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
-            head = min(start_s / pool.FRAME_S, analyzed / chunks / 2)
-            cost = [w + (head if i else 0.0) for i, w in enumerate(work)]  # a later chunk's start costs head frames
-            assert len(jobs) == chunks and max(cost) - min(cost) <= 1, (work, head)
+            frame = float(cost.frames(np.array(1)))  # whole frames: each cut rounds by less than one
+            assert len(jobs) == chunks and max(costs) - min(costs) <= (chunks - 1) * frame, (work, costs)
             assert work[0] > max(work[1:]), "the first chunk, with no seek and no anchor to pay, infers the most"
 
 
-@pytest.mark.parametrize(("analyzed", "n", "head"), [(900, 2, 9.0), (900, 3, 9.0), (90, 2, 30.0), (91, 2, 0.0)])
-def test_chunk_cuts_give_later_chunks_less_work_by_their_start_cost(analyzed: int, n: int, head: float) -> None:
-    cuts = pool._cuts(analyzed, n, head)
-    assert cuts[0] == 0 and all(a < b for a, b in zip(cuts, [*cuts[1:], analyzed], strict=True))
-    work = [b - a for a, b in zip(cuts, [*cuts[1:], analyzed], strict=True)]
-    capped = min(head, analyzed / n / 2)  # a short clip's later chunks keep at least half a share
-    assert all(abs(w + capped - (work[0])) <= 1 for w in work[1:]), (work, capped)
+@pytest.mark.parametrize("keys", [None, [0], [0, 100], [0, 30, 60, 90, 120, 150, 180], [0, 105]])
+@pytest.mark.parametrize(("analyzed", "stride", "anchor"), [(210, 1, True), (210, 2, True), (91, 1, False)])
+def test_balanced_cut_is_the_best_of_all_cuts(keys: list[int] | None, analyzed: int, stride: int, anchor: bool) -> None:
+    cost = pool.Costs(stride, 0.002, pool.ANCHOR_S if anchor else 0.0, None if keys is None else np.array(keys))
+    cut = pool.balance(analyzed, 2, cost)[1]
+    def worst(c: int) -> float:
+        return float(max(cost.frames(np.array(c)), cost.start(np.array(c)) + cost.frames(np.array(analyzed - c))))
+    half = -(-analyzed // 4)  # each chunk keeps at least half an equal share
+    assert worst(cut) == min(worst(c) for c in range(half, analyzed - half + 1)), cut
+    assert cut > analyzed / 2, "the second chunk pays for its start with fewer frames"
+
+
+def test_a_keyframe_before_the_cut_shortens_the_head_start() -> None:
+    """Seeking decodes from the keyframe before the cut: far from one (a single keyframe at 0), the
+    second chunk starts well past the middle; just after one, near it."""
+    far, near = (pool.balance(210, 2, pool.Costs(1, 0.003, pool.ANCHOR_S, np.array(k)))[1] for k in ([0], [0, 100]))
+    assert near < far
+    assert far - near >= 8, (near, far)  # ~100 frames of decoding (0.3 s) is ~20 frames of work
+
+
+def test_chunk_cuts_keep_half_a_share_and_tile_the_clip() -> None:
+    for analyzed, n in ((900, 3), (90, 2), (91, 2), (135, 3)):
+        cuts = pool.balance(analyzed, n, pool.Costs(1, 0.0, 100.0, None))  # a start dearer than the clip
+        ends = [*cuts[1:], analyzed]
+        assert cuts[0] == 0 and all(b - a >= analyzed / n / 2 for a, b in zip(cuts, ends, strict=True)), cuts
 
 
 @pytest.mark.parametrize(("clip_fps", "target", "stride"), [
