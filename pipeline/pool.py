@@ -31,7 +31,7 @@ from .subject import box, switched
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 
-MIN_CHUNK = 45  # analyzed frames; below this a chunk's seek and first detection cost more than it saves
+MIN_CHUNK = 15  # analyzed frames (0.5 s at 30 fps): no chunk is planned shorter
 # What a chunk's parts cost a worker on a busy core, as measured on the dev clips (2-vCPU VM,
 # 2026-12-06; the machine's speed moved 1.7x between days, their ratios much less): inferring one
 # analyzed frame; decoding one frame, per megapixel and per kilobyte of the clip's mean frame (every
@@ -118,9 +118,9 @@ def terminate(executor: Executor | None) -> None:
 
 
 def chunk_count(analyzed: int, workers: int) -> int:
-    """Chunks for a clip of ``analyzed`` frames: one per worker, each at least ``MIN_CHUNK``
-    frames (a clip too short for that gets fewer, down to one). Equal shares on a warm pool
-    finish together; every extra chunk would cost another seek and first detection."""
+    """The most chunks a clip of ``analyzed`` frames is cut into: one per worker, each at least
+    ``MIN_CHUNK`` frames (a clip too short for that gets fewer, down to one). :func:`plan_chunks`
+    takes fewer still where a later chunk's start would cost more than its share saves."""
     return max(1, min(workers, analyzed // MIN_CHUNK))
 
 
@@ -130,20 +130,21 @@ def plan_chunks(
 ) -> list[ChunkJob]:
     """Split the clip into chunks on the stride grid that should take equally long by the costs
     above: a later chunk's start (its seek to the frame, from the keyframe ``keys`` lists before it,
-    and its anchor) is paid with fewer frames. The last chunk reads to the real end of the stream
-    (frame counts in headers lie).
+    and its anchor) is paid with fewer frames; as many chunks as end soonest, up to one per worker.
+    The last chunk reads to the real end of the stream (frame counts in headers lie).
 
     No chunk decodes frames before its own: each tracks from a detection on its first frame,
     steered to where the clip's first frame shows its subject (:attr:`ChunkJob.anchor`), and
     :func:`keep_subject` runs a chunk again when it still found someone else.
     """
     analyzed = math.ceil(info.frames / stride)
-    n = chunk_count(analyzed, workers)
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
     frame_kb = info.size_bytes / 1024 / max(info.frames, 1)
     decode_s = DECODE_MPIX_S * info.width * info.height / 1e6 + DECODE_KB_S * frame_kb
     cost = Costs(stride, decode_s, ANCHOR_S if anchor is not None else 0.0, keys)
-    cuts = [stride * a for a in balance(analyzed, n, cost)]
+    plans = [balance(analyzed, n, cost) for n in range(1, chunk_count(analyzed, workers) + 1)]
+    best = min(plans, key=lambda cuts: (cost.worst(cuts, analyzed), len(cuts)))  # ties: fewer chunks
+    n, cuts = len(best), [stride * a for a in best]
     return [ChunkJob(info.path, a, cuts[i + 1] if i + 1 < n else None, stride, max_side, info.fps, options, cache,
                      anchor=anchor if a else None)
             for i, a in enumerate(cuts)]
@@ -170,6 +171,11 @@ class Costs:
     def frames(self, count: np.ndarray) -> np.ndarray:
         """What ``count`` analyzed frames cost (with the stride's frames decoded between them)."""
         return count * (INFER_S + self.stride * self.decode_s)
+
+    def worst(self, cuts: list[int], analyzed: int) -> float:
+        """The costliest chunk's cost when chunks start at ``cuts`` (analyzed frames)."""
+        first, ends = np.array(cuts), np.array([*cuts[1:], analyzed])
+        return float(np.max(self.start(first) + self.frames(ends - first)))
 
 
 def balance(analyzed: int, n: int, cost: Costs) -> list[int]:

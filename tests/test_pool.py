@@ -88,7 +88,7 @@ def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: pool.Costs) -> list[
 
 
 @pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
-    (900, 2, 2), (900, 4, 4), (90, 2, 2), (89, 2, 1), (44, 2, 1), (0, 2, 1), (135, 4, 3), (900, 1, 1),
+    (900, 2, 2), (900, 4, 4), (90, 2, 2), (30, 2, 2), (29, 2, 1), (14, 2, 1), (0, 2, 1), (45, 4, 3), (900, 1, 1),
 ])
 def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
     assert pool.chunk_count(analyzed, workers) == chunks
@@ -124,6 +124,21 @@ def test_a_keyframe_before_the_cut_shortens_the_head_start() -> None:
     far, near = (pool.balance(210, 2, pool.Costs(1, 0.003, pool.ANCHOR_S, np.array(k)))[1] for k in ([0], [0, 100]))
     assert near < far
     assert far - near >= 8, (near, far)  # ~100 frames of decoding (0.3 s) is ~20 frames of work
+
+
+@pytest.mark.parametrize(("analyzed", "workers", "decode_s", "keys"), [
+    (900, 4, 0.001, None), (200, 4, 0.02, [0]), (60, 4, 0.002, [0, 30]), (40, 2, 0.05, [0]),
+])
+def test_plan_takes_as_many_chunks_as_end_soonest(analyzed: int, workers: int, decode_s: float,
+                                                  keys: list[int] | None) -> None:
+    cost = pool.Costs(1, decode_s, pool.ANCHOR_S, None if keys is None else np.array(keys))
+    worst = {n: cost.worst(pool.balance(analyzed, n, cost), analyzed)
+             for n in range(1, pool.chunk_count(analyzed, workers) + 1)}
+    frame_mb = (decode_s - pool.DECODE_KB_S * 1.0) / pool.DECODE_MPIX_S  # 1 KB frames of this many megapixels
+    info = VideoInfo("x.mp4", analyzed, 30.0, int(frame_mb * 1e6), 1, 0, 1024 * analyzed)
+    jobs = pool.plan_chunks(info, 1, workers, 0, InferOptions("m"), None, cost.keys)
+    assert cost.worst([j.start for j in jobs], analyzed) == pytest.approx(min(worst.values())), worst
+    assert len(jobs) == min(n for n, w in worst.items() if w == min(worst.values())), "ties go to fewer chunks"
 
 
 def test_chunk_cuts_keep_half_a_share_and_tile_the_clip() -> None:
