@@ -7,6 +7,7 @@ Built by the app's lifespan (``start``) and torn down by it (``stop``); routes r
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from pipeline.cache import TieredCache, shared
 from pipeline.config import AnalysisConfig
+from pipeline.pool import settle_heap
 from pipeline.stored import infer_options, resolve_model
 
 from . import metrics
@@ -72,11 +74,15 @@ class Service:
             self.runner.start()
         metrics.POOL_SIZE.set(self.workers)
         metrics.POOL_ALIVE.set(self.pools.alive())
+        if self.warm:
+            settle_heap()  # a full collection no longer walks the warm server's ~116k objects
         self.ready = True
         log.info("ready", extra={"settings": srv.describe(), "workers": self.workers})
 
     async def stop(self, grace_s: float = 10.0) -> None:
         self.ready = False
+        if self.warm:
+            gc.unfreeze()  # what start froze is collectable again (an app made and stopped in one process)
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.stop(grace_s)

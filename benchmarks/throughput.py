@@ -312,7 +312,7 @@ class Service:
     def __init__(self, workers: int, model_cache: Path, max_side: int, warm_clip: str) -> None:
         from pipeline.analyze import analyze
         from pipeline.config import AnalysisConfig
-        from pipeline.pool import make_pool, prestart
+        from pipeline.pool import make_pool, prestart, settle_heap
         from pipeline.stored import infer_options, resolve_model
 
         self.workers, self.analyze, self.frames = workers, analyze, 0
@@ -320,6 +320,7 @@ class Service:
         self.pool = make_pool(workers, infer_options(self.base, resolve_model(self.base)))
         prestart(self.pool, workers)
         self.run(warm_clip, self.base.fps, None)  # untimed: workers warm, kernels loaded
+        settle_heap()  # as the server does once warm
         self.rss_warm, self.frames = self.worker_rss(), 0
 
     def worker_pids(self) -> list[int]:
@@ -358,6 +359,7 @@ class DaskService(Service):
         from pipeline.analyze import analyze
         from pipeline.cluster import ClusterExecutor
         from pipeline.config import AnalysisConfig
+        from pipeline.pool import settle_heap
         from pipeline.stored import infer_options, resolve_model
 
         self.workers, self.analyze, self.frames = workers, analyze, 0
@@ -372,6 +374,7 @@ class DaskService(Service):
         self.pool = ClusterExecutor(self.client, infer_options(self.base, resolve_model(self.base)))  # type: ignore[assignment]
         self._pids = sorted(int(p) for p in self.client.run(os.getpid).values())
         self.run(warm_clip, self.base.fps, None)
+        settle_heap()  # as the server does once warm
         self.rss_warm, self.frames = self.worker_rss(), 0
 
     def worker_pids(self) -> list[int]:

@@ -8,6 +8,7 @@ loads the model lazily on whatever process runs it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import multiprocessing as mp
@@ -62,6 +63,7 @@ def start_worker(options: InferOptions, parent: int) -> None:
     workers holding a model forever), then load and warm the model."""
     _begin(WORKER_NAME, parent)
     warm(options)
+    settle_heap()
 
 
 def make_still_pool(options: InferOptions) -> ProcessPoolExecutor:
@@ -82,6 +84,17 @@ def start_still_worker(options: InferOptions, parent: int) -> None:
 
     _begin(STILL_WORKER_NAME, parent)
     warm_still(options)
+    settle_heap()
+
+
+def settle_heap() -> None:
+    """Once a long-lived process is warm (modules, model, kernels loaded), put what it holds out of
+    the cyclic garbage collector's reach (``gc.freeze``): a full collection then walks only what
+    came after. Unfrozen, one walked ~116k objects of a warm service in ~40 ms, every few hundred
+    analyses: the pause that turned a 1 ms cache hit into 25-38 ms in throughput runs. Frozen
+    objects are not collected (``gc.unfreeze`` gives them back): call it once, when warm."""
+    gc.collect()
+    gc.freeze()
 
 
 def _begin(name: str, parent: int) -> None:

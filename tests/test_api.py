@@ -8,6 +8,7 @@ metrics and the headers every response carries.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,6 +200,7 @@ def test_health_ready_and_metrics(served) -> None:  # type: ignore[no-untyped-de
                  "formcheck_request_duration_seconds_bucket", "formcheck_cache_lookups_total"):
         assert name in text, name
     assert 'path="/v1/analyses/{job_id:str}"' in text or 'path="/v1/analyses"' in text
+    assert gc.get_freeze_count() > 10_000, "the warm server froze its heap (pipeline.pool.settle_heap)"
 
 
 def test_compression_and_schema(served) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import subprocess
 import sys
@@ -185,6 +186,21 @@ def test_terminate_stops_a_busy_pool_at_once() -> None:
         time.sleep(0.05)  # the pool's own thread may reap the process: poll, don't join
     assert time.perf_counter() - t0 < 5, "a busy worker was killed, not waited for"
     assert all(p.exitcode is not None and p.exitcode < 0 for p in procs), procs
+
+
+def test_workers_freeze_their_warm_heap() -> None:
+    """A worker's warm heap (modules, model) is frozen: full collections walk only what came later."""
+    ex = pool.make_pool(1, InferOptions("/nonexistent.task"))  # warm logs the missing model; the heap settles
+    try:
+        assert ex.submit(gc.get_freeze_count).result(timeout=120) > 10_000
+    finally:
+        ex.shutdown()
+    before = gc.get_freeze_count()
+    pool.settle_heap()
+    try:
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
 
 
 ORPHAN_PARENT = """
