@@ -24,7 +24,8 @@ from .decode import keyframes, probe
 from .exercises import EXERCISES, GENERIC, Component, Exercise
 from .infer import ChunkResult
 from .parallel import Once, call, map2
-from .pool import Progress, chunk_count, keep_subject, plan_chunks, run_chunks
+from .plan import chunk_count, plan_chunks
+from .pool import Progress, keep_subject, run_chunks
 from .records import Analysis, PoseSeries, Rep, VideoInfo
 from .stored import SCHEMA_VERSION, Lookup, infer_options, lookup, resolve_model, store
 from .subject import select

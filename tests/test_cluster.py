@@ -26,7 +26,8 @@ from pipeline.analyze import stitch
 from pipeline.cache import CacheConfig
 from pipeline.config import AnalysisConfig
 from pipeline.decode import probe
-from pipeline.pool import make_pool, plan_chunks, prestart, run_chunks
+from pipeline.plan import plan_chunks
+from pipeline.pool import make_pool, prestart, run_chunks
 from pipeline.stored import infer_options, resolve_model
 
 pytestmark = pytest.mark.slow

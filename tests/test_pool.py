@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import REPO, events, label, within
 
-from pipeline import decode, pool
+from pipeline import decode, plan, pool
 from pipeline.cache import CacheConfig
 from pipeline.config import AnalysisConfig
 from pipeline.errors import WorkerError
@@ -69,19 +69,19 @@ def test_seeking_a_variable_rate_file_gives_the_same_frames_as_reading_through(v
 ])
 def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, workers: int) -> None:
     info = VideoInfo("x.mp4", frames, 30.0, 64, 64, 0, 1)
-    jobs = pool.plan_chunks(info, stride, workers, 0, InferOptions("m"))
+    jobs = plan.plan_chunks(info, stride, workers, 0, InferOptions("m"))
     assert jobs[0].start == 0 and jobs[-1].stop is None, "the last chunk reads to the real end"
     for a, b in zip(jobs, jobs[1:], strict=False):
         assert a.stop == b.start
     for j in jobs:
         assert j.start % stride == 0
         assert j.anchor == (0 if j.start else None), "later chunks steer to the first frame's subject"
-    assert len(jobs) == pool.chunk_count(-(-frames // stride), workers)
-    several = pool.plan_chunks(info, stride, workers, 0, InferOptions("m", num_poses=2))
+    assert len(jobs) == plan.chunk_count(-(-frames // stride), workers)
+    several = plan.plan_chunks(info, stride, workers, 0, InferOptions("m", num_poses=2))
     assert all(j.anchor is None for j in several), "with several people a frame, subject.select picks"
 
 
-def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: pool.Costs) -> list[float]:
+def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: plan.Costs) -> list[float]:
     """The plan's modelled cost of each chunk (its start, then its frames)."""
     firsts = [j.start // cost.stride for j in jobs] + [analyzed]
     ends = firsts[1:]
@@ -92,14 +92,14 @@ def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: pool.Costs) -> list[
     (900, 2, 2), (900, 4, 4), (90, 2, 2), (30, 2, 2), (29, 2, 1), (14, 2, 1), (0, 2, 1), (45, 4, 3), (900, 1, 1),
 ])
 def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: int, chunks: int) -> None:
-    assert pool.chunk_count(analyzed, workers) == chunks
+    assert plan.chunk_count(analyzed, workers) == chunks
     if chunks > 1:
         info = VideoInfo("x.mp4", analyzed, 30.0, 1280, 720, 0, 3000 * analyzed)
         for options, keys in ((InferOptions("m"), None), (InferOptions("m", num_poses=2), None),
                               (InferOptions("m"), np.array([0, 250, 500, 750]))):
-            jobs = pool.plan_chunks(info, 1, workers, 0, options, None, keys)
-            decode_s = pool.DECODE_MPIX_S * 1280 * 720 / 1e6 + pool.DECODE_KB_S * 3000 / 1024  # 3,000 B a frame
-            cost = pool.Costs(1, decode_s, pool.ANCHOR_S if options.num_poses == 1 else 0.0, keys)
+            jobs = plan.plan_chunks(info, 1, workers, 0, options, None, keys)
+            decode_s = plan.DECODE_MPIX_S * 1280 * 720 / 1e6 + plan.DECODE_KB_S * 3000 / 1024  # 3,000 B a frame
+            cost = plan.Costs(1, decode_s, plan.ANCHOR_S if options.num_poses == 1 else 0.0, keys)
             costs = _chunk_costs(jobs, analyzed, cost)
             work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
             frame = float(cost.frames(np.array(1)))  # whole frames: each cut rounds by less than one
@@ -110,8 +110,8 @@ def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: i
 @pytest.mark.parametrize("keys", [None, [0], [0, 100], [0, 30, 60, 90, 120, 150, 180], [0, 105]])
 @pytest.mark.parametrize(("analyzed", "stride", "anchor"), [(210, 1, True), (210, 2, True), (91, 1, False)])
 def test_balanced_cut_is_the_best_of_all_cuts(keys: list[int] | None, analyzed: int, stride: int, anchor: bool) -> None:
-    cost = pool.Costs(stride, 0.002, pool.ANCHOR_S if anchor else 0.0, None if keys is None else np.array(keys))
-    cut = pool.balance(analyzed, 2, cost)[1]
+    cost = plan.Costs(stride, 0.002, plan.ANCHOR_S if anchor else 0.0, None if keys is None else np.array(keys))
+    cut = plan.balance(analyzed, 2, cost)[1]
     def worst(c: int) -> float:
         return float(max(cost.frames(np.array(c)), cost.start(np.array(c)) + cost.frames(np.array(analyzed - c))))
     half = -(-analyzed // 4)  # each chunk keeps at least half an equal share
@@ -122,7 +122,7 @@ def test_balanced_cut_is_the_best_of_all_cuts(keys: list[int] | None, analyzed: 
 def test_a_keyframe_before_the_cut_shortens_the_head_start() -> None:
     """Seeking decodes from the keyframe before the cut: far from one (a single keyframe at 0), the
     second chunk starts well past the middle; just after one, near it."""
-    far, near = (pool.balance(210, 2, pool.Costs(1, 0.003, pool.ANCHOR_S, np.array(k)))[1] for k in ([0], [0, 100]))
+    far, near = (plan.balance(210, 2, plan.Costs(1, 0.003, plan.ANCHOR_S, np.array(k)))[1] for k in ([0], [0, 100]))
     assert near < far
     assert far - near >= 8, (near, far)  # ~100 frames of decoding (0.3 s) is ~20 frames of work
 
@@ -132,19 +132,19 @@ def test_a_keyframe_before_the_cut_shortens_the_head_start() -> None:
 ])
 def test_plan_takes_as_many_chunks_as_end_soonest(analyzed: int, workers: int, decode_s: float,
                                                   keys: list[int] | None) -> None:
-    cost = pool.Costs(1, decode_s, pool.ANCHOR_S, None if keys is None else np.array(keys))
-    worst = {n: cost.worst(pool.balance(analyzed, n, cost), analyzed)
-             for n in range(1, pool.chunk_count(analyzed, workers) + 1)}
-    frame_mb = (decode_s - pool.DECODE_KB_S * 1.0) / pool.DECODE_MPIX_S  # 1 KB frames of this many megapixels
+    cost = plan.Costs(1, decode_s, plan.ANCHOR_S, None if keys is None else np.array(keys))
+    worst = {n: cost.worst(plan.balance(analyzed, n, cost), analyzed)
+             for n in range(1, plan.chunk_count(analyzed, workers) + 1)}
+    frame_mb = (decode_s - plan.DECODE_KB_S * 1.0) / plan.DECODE_MPIX_S  # 1 KB frames of this many megapixels
     info = VideoInfo("x.mp4", analyzed, 30.0, int(frame_mb * 1e6), 1, 0, 1024 * analyzed)
-    jobs = pool.plan_chunks(info, 1, workers, 0, InferOptions("m"), None, cost.keys)
+    jobs = plan.plan_chunks(info, 1, workers, 0, InferOptions("m"), None, cost.keys)
     assert cost.worst([j.start for j in jobs], analyzed) == pytest.approx(min(worst.values())), worst
     assert len(jobs) == min(n for n, w in worst.items() if w == min(worst.values())), "ties go to fewer chunks"
 
 
 def test_chunk_cuts_keep_half_a_share_and_tile_the_clip() -> None:
     for analyzed, n in ((900, 3), (90, 2), (91, 2), (135, 3)):
-        cuts = pool.balance(analyzed, n, pool.Costs(1, 0.0, 100.0, None))  # a start dearer than the clip
+        cuts = plan.balance(analyzed, n, plan.Costs(1, 0.0, 100.0, None))  # a start dearer than the clip
         ends = [*cuts[1:], analyzed]
         assert cuts[0] == 0 and all(b - a >= analyzed / n / 2 for a, b in zip(cuts, ends, strict=True)), cuts
 
@@ -387,7 +387,7 @@ def test_chunks_keep_the_subject_where_two_people_exercise_side_by_side(xdg_cach
     cfg = AnalysisConfig(model_cache=xdg_cache / "formcheck" / "models", fps=0, workers=2)
     path = str(dev_dir / TWO_WOMEN)
     info = probe(path)
-    jobs = pool.plan_chunks(info, 1, 2, cfg.max_side, infer_options(cfg, resolve_model(cfg)))
+    jobs = plan.plan_chunks(info, 1, 2, cfg.max_side, infer_options(cfg, resolve_model(cfg)))
     assert [j.anchor for j in jobs] == [None, 0]
     jobs = [replace(jobs[0], stop=80), replace(jobs[1], start=80)]  # where the second chunk's detection swaps
     free = [replace(j, anchor=None) for j in jobs]
