@@ -48,7 +48,7 @@ def plan_chunks(
 
     No chunk decodes frames before its own: each tracks from a detection on its first frame,
     steered to where the clip's first frame shows its subject (:attr:`ChunkJob.anchor`), and
-    :func:`keep_subject` runs a chunk again when it still found someone else.
+    :func:`pipeline.pool.keep_subject` runs a chunk again when it still found someone else.
     """
     analyzed = math.ceil(info.frames / stride)
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
@@ -63,7 +63,7 @@ def plan_chunks(
             for i, a in enumerate(cuts)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Costs:
     """What a chunk costs (seconds, the constants above) by where it starts and how long it runs."""
 
