@@ -52,9 +52,7 @@ def plan_chunks(
     """
     analyzed = math.ceil(info.frames / stride)
     anchor = 0 if options.num_poses == 1 else None  # several people a frame: subject.select picks
-    frame_kb = info.size_bytes / 1024 / max(info.frames, 1)
-    decode_s = DECODE_MPIX_S * info.width * info.height / 1e6 + DECODE_KB_S * frame_kb
-    cost = Costs(stride, decode_s, ANCHOR_S if anchor is not None else 0.0, keys)
+    cost = Costs.of(info, stride, options, keys)
     plans = [balance(analyzed, n, cost) for n in range(1, chunk_count(analyzed, workers) + 1)]
     best = min(plans, key=lambda cuts: (cost.worst(cuts, analyzed), len(cuts)))  # ties: fewer chunks
     n, cuts = len(best), [stride * a for a in best]
@@ -72,6 +70,14 @@ class Costs:
     anchor_s: float
     keys: np.ndarray | None  # keyframes (frame numbers, ascending, from 0), None: unknown
 
+    @staticmethod
+    def of(info: VideoInfo, stride: int, options: InferOptions, keys: np.ndarray | None) -> Costs:
+        """The costs of ``info``'s clip: its frames' decoding by size and mean bytes, an anchor when
+        one person is tracked (``options.num_poses == 1``)."""
+        frame_kb = info.size_bytes / 1024 / max(info.frames, 1)
+        decode_s = DECODE_MPIX_S * info.width * info.height / 1e6 + DECODE_KB_S * frame_kb
+        return Costs(stride, decode_s, ANCHOR_S if options.num_poses == 1 else 0.0, keys)
+
     def start(self, first: np.ndarray) -> np.ndarray:
         """What starting at analyzed frame ``first`` costs beyond the first chunk's start."""
         frame = first * self.stride
@@ -85,10 +91,15 @@ class Costs:
         """What ``count`` analyzed frames cost (with the stride's frames decoded between them)."""
         return count * (INFER_S + self.stride * self.decode_s)
 
-    def worst(self, cuts: list[int], analyzed: int) -> float:
-        """The costliest chunk's cost when chunks start at ``cuts`` (analyzed frames)."""
+    def each(self, cuts: list[int], analyzed: int) -> np.ndarray:
+        """Each chunk's cost when chunks start at ``cuts`` (analyzed frames)."""
         first, ends = np.array(cuts), np.array([*cuts[1:], analyzed])
-        return float(np.max(self.start(first) + self.frames(ends - first)))
+        out: np.ndarray = self.start(first) + self.frames(ends - first)
+        return out
+
+    def worst(self, cuts: list[int], analyzed: int) -> float:
+        """The costliest chunk's cost when chunks start at ``cuts``."""
+        return float(np.max(self.each(cuts, analyzed)))
 
 
 def balance(analyzed: int, n: int, cost: Costs) -> list[int]:
@@ -110,8 +121,7 @@ def balance(analyzed: int, n: int, cost: Costs) -> list[int]:
         return cuts
 
     def fits(budget: float) -> bool:
-        last = fill(budget)[-1]
-        return float(cost.start(np.array(last)) + cost.frames(np.array(analyzed - last))) <= budget
+        return float(cost.each(fill(budget), analyzed)[-1]) <= budget
 
     lo, hi = 0.0, float(np.max(cost.start(np.arange(1, analyzed + 1)), initial=0.0) + cost.frames(np.array(analyzed)))
     for _ in range(60):  # to well under a frame's cost

@@ -81,13 +81,6 @@ def test_chunks_tile_the_clip_on_the_stride_grid(frames: int, stride: int, worke
     assert all(j.anchor is None for j in several), "with several people a frame, subject.select picks"
 
 
-def _chunk_costs(jobs: list[ChunkJob], analyzed: int, cost: plan.Costs) -> list[float]:
-    """The plan's modelled cost of each chunk (its start, then its frames)."""
-    firsts = [j.start // cost.stride for j in jobs] + [analyzed]
-    ends = firsts[1:]
-    return [float(cost.start(np.array(a)) + cost.frames(np.array(b - a))) for a, b in zip(firsts, ends, strict=False)]
-
-
 @pytest.mark.parametrize(("analyzed", "workers", "chunks"), [
     (900, 2, 2), (900, 4, 4), (90, 2, 2), (30, 2, 2), (29, 2, 1), (14, 2, 1), (0, 2, 1), (45, 4, 3), (900, 1, 1),
 ])
@@ -98,9 +91,8 @@ def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: i
         for options, keys in ((InferOptions("m"), None), (InferOptions("m", num_poses=2), None),
                               (InferOptions("m"), np.array([0, 250, 500, 750]))):
             jobs = plan.plan_chunks(info, 1, workers, 0, options, None, keys)
-            decode_s = plan.DECODE_MPIX_S * 1280 * 720 / 1e6 + plan.DECODE_KB_S * 3000 / 1024  # 3,000 B a frame
-            cost = plan.Costs(1, decode_s, plan.ANCHOR_S if options.num_poses == 1 else 0.0, keys)
-            costs = _chunk_costs(jobs, analyzed, cost)
+            cost = plan.Costs.of(info, 1, options, keys)
+            costs = cost.each([j.start for j in jobs], analyzed).tolist()
             work = [(j.stop or analyzed) - j.start for j in jobs]  # frames each worker infers
             frame = float(cost.frames(np.array(1)))  # whole frames: each cut rounds by less than one
             assert len(jobs) == chunks and max(costs) - min(costs) <= (chunks - 1) * frame, (work, costs)
@@ -112,10 +104,9 @@ def test_one_chunk_per_worker_when_the_clip_affords_it(analyzed: int, workers: i
 def test_balanced_cut_is_the_best_of_all_cuts(keys: list[int] | None, analyzed: int, stride: int, anchor: bool) -> None:
     cost = plan.Costs(stride, 0.002, plan.ANCHOR_S if anchor else 0.0, None if keys is None else np.array(keys))
     cut = plan.balance(analyzed, 2, cost)[1]
-    def worst(c: int) -> float:
-        return float(max(cost.frames(np.array(c)), cost.start(np.array(c)) + cost.frames(np.array(analyzed - c))))
     half = -(-analyzed // 4)  # each chunk keeps at least half an equal share
-    assert worst(cut) == min(worst(c) for c in range(half, analyzed - half + 1)), cut
+    best = min(cost.worst([0, c], analyzed) for c in range(half, analyzed - half + 1))
+    assert cost.worst([0, cut], analyzed) == best, cut
     assert cut > analyzed / 2, "the second chunk pays for its start with fewer frames"
 
 
@@ -132,11 +123,12 @@ def test_a_keyframe_before_the_cut_shortens_the_head_start() -> None:
 ])
 def test_plan_takes_as_many_chunks_as_end_soonest(analyzed: int, workers: int, decode_s: float,
                                                   keys: list[int] | None) -> None:
-    cost = plan.Costs(1, decode_s, plan.ANCHOR_S, None if keys is None else np.array(keys))
-    worst = {n: cost.worst(plan.balance(analyzed, n, cost), analyzed)
-             for n in range(1, plan.chunk_count(analyzed, workers) + 1)}
     frame_mb = (decode_s - plan.DECODE_KB_S * 1.0) / plan.DECODE_MPIX_S  # 1 KB frames of this many megapixels
     info = VideoInfo("x.mp4", analyzed, 30.0, int(frame_mb * 1e6), 1, 0, 1024 * analyzed)
+    cost = plan.Costs.of(info, 1, InferOptions("m"), None if keys is None else np.array(keys))
+    assert cost.decode_s == pytest.approx(decode_s, rel=1e-5)
+    worst = {n: cost.worst(plan.balance(analyzed, n, cost), analyzed)
+             for n in range(1, plan.chunk_count(analyzed, workers) + 1)}
     jobs = plan.plan_chunks(info, 1, workers, 0, InferOptions("m"), None, cost.keys)
     assert cost.worst([j.start for j in jobs], analyzed) == pytest.approx(min(worst.values())), worst
     assert len(jobs) == min(n for n, w in worst.items() if w == min(worst.values())), "ties go to fewer chunks"
