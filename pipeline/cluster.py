@@ -162,8 +162,9 @@ class ModelPlugin(WorkerPlugin):
         digest = self.options.model_id or xxhash.xxh3_128_hexdigest(self.bundle)
         here = materialize(self.bundle, f"model-{digest}", os.path.basename(self.options.model_path))
         _MODELS[self.options.model_path] = str(here)
+        # Only the model: the features stage (numba and LLVM, ~85 MB resident) loads with the first
+        # whole-file task (`formcheck batch`), ~0.5 s once per worker; chunk-only workers never hold it.
         warm(dataclasses.replace(self.options, model_path=str(here)))
-        from . import analyze  # noqa: F401 - the features stage (numba, from its disk cache) for whole files
 
     def teardown(self, worker: Any = None) -> None:
         _MODELS.pop(self.options.model_path, None)

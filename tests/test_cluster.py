@@ -93,6 +93,13 @@ def test_cluster_gives_the_local_pools_landmarks(cluster: Any, xdg_cache: Path, 
     assert all(p is not None and p != opts.model_path and "formcheck-worker" in p for p, _ in loaded.values())
     _landmarks(str(dev_dir / "squat_kaiakol_1.mp4"), cfg, ex)
     assert cluster.run(model) == loaded
+    # workers that only infer chunks never load the features stage (numba and LLVM, ~85 MB each)
+    def numba_loaded() -> bool:  # nested: sent by value (importing this module would load numba)
+        import sys
+
+        return "numba" in sys.modules
+
+    assert not any(cluster.run(numba_loaded).values())
     ex.shutdown()
 
 
